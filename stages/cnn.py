@@ -1,0 +1,75 @@
+"""The notebook's CNN, its evaluation loop, and the checkpoint format (models/cnn.pt)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stages.config import CnnParams
+from stages.runtime import PipelineError, atomic_path
+
+
+class Net(nn.Module):
+    """conv(1->10,5) -> pool -> relu -> conv(10->20,5) -> dropout2d -> pool -> relu
+    -> fc(320->50) -> relu -> dropout -> fc(50->10) -> log_softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.conv2_drop = nn.Dropout2d()
+        self.fc1 = nn.Linear(320, 50)
+        self.fc2 = nn.Linear(50, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+        x = x.flatten(1)
+        x = F.relu(self.fc1(x))
+        x = F.dropout(x, training=self.training)
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+def device() -> torch.device:
+    """The GPU when there is one; the notebook's CPU path otherwise."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int
+) -> tuple[float, np.ndarray]:
+    """Mean NLL loss over all samples and the predicted class of each, in batches."""
+    model.eval()
+    dev = next(model.parameters()).device
+    total_loss = 0.0
+    predictions = []
+    for start in range(0, len(x), batch_size):
+        xb = torch.from_numpy(x[start : start + batch_size]).to(dev)
+        yb = torch.from_numpy(y[start : start + batch_size]).to(dev)
+        output = model(xb)
+        total_loss += F.nll_loss(output, yb, reduction="sum").item()
+        predictions.append(output.argmax(dim=1).cpu().numpy())
+    return total_loss / len(x), np.concatenate(predictions)
+
+
+def save_checkpoint(path: Path | str, model: Net, params: CnnParams) -> None:
+    """Weights together with the params that built them, loadable with weights_only=True."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, "params": dataclasses.asdict(params)}, tmp)
+
+
+def load_checkpoint(path: Path | str) -> tuple[Net, dict]:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise PipelineError(f"{path}: cannot load the model ({exc}); re-run train_cnn") from None
+    model = Net()
+    model.load_state_dict(checkpoint["state_dict"])
+    return model, checkpoint["params"]

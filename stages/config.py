@@ -1,0 +1,169 @@
+"""Typed, validated view of params.yaml: the one place the file is read.
+
+`load_params` turns params.yaml into frozen dataclasses, one per section, and rejects
+unknown keys, missing keys, wrong types and impossible values with a message that
+names the key. Stages receive only their own section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from stages.datasets import DATASETS
+from stages.runtime import PipelineError
+
+
+class ParamsError(PipelineError):
+    """params.yaml is missing, malformed, or holds a value a stage cannot use."""
+
+
+@dataclass(frozen=True)
+class DataParams:
+    dataset: str
+    mirrors: tuple[str, ...]
+    verify: bool
+
+    def check(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ParamsError(
+                f"data.dataset: unknown data set {self.dataset!r}; "
+                f"choose one of {', '.join(sorted(DATASETS))}"
+            )
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    mean: float
+    std: float
+
+    def check(self) -> None:
+        _require(0.0 <= self.mean <= 1.0, "preprocess.mean", self.mean, "between 0 and 1")
+        _require(self.std > 0, "preprocess.std", self.std, "greater than 0")
+
+
+@dataclass(frozen=True)
+class CnnParams:
+    seed: int
+    epochs: int
+    batch_size: int
+    test_batch_size: int
+    lr: float
+    momentum: float
+    log_interval: int
+
+    def check(self) -> None:
+        for key in ("epochs", "batch_size", "test_batch_size", "log_interval"):
+            _require(getattr(self, key) >= 1, f"cnn.{key}", getattr(self, key), "at least 1")
+        _require(self.lr > 0, "cnn.lr", self.lr, "greater than 0")
+        _require(0.0 <= self.momentum < 1.0, "cnn.momentum", self.momentum, "in [0, 1)")
+        _require(self.seed >= 0, "cnn.seed", self.seed, "0 or more")
+
+
+@dataclass(frozen=True)
+class KmeansParams:
+    n_clusters: tuple[int, ...]
+    test_clusters: int
+    batch_size: int
+    n_init: int
+    max_iter: int
+    random_state: int
+
+    def check(self) -> None:
+        _require(len(self.n_clusters) > 0, "kmeans.n_clusters", [], "a non-empty list")
+        for k in self.n_clusters:
+            _require(k >= 10, "kmeans.n_clusters", k, "at least 10 (one per class)")
+        _require(
+            len(set(self.n_clusters)) == len(self.n_clusters),
+            "kmeans.n_clusters",
+            list(self.n_clusters),
+            "a list without repeats",
+        )
+        if self.test_clusters not in self.n_clusters:
+            raise ParamsError(
+                f"kmeans.test_clusters: {self.test_clusters} is not in kmeans.n_clusters "
+                f"{list(self.n_clusters)}; set it to one of those counts "
+                f"(e.g. -S kmeans.test_clusters={max(self.n_clusters)}) or add it to the sweep"
+            )
+        for key in ("batch_size", "n_init", "max_iter"):
+            _require(getattr(self, key) >= 1, f"kmeans.{key}", getattr(self, key), "at least 1")
+        _require(self.random_state >= 0, "kmeans.random_state", self.random_state, "0 or more")
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    preprocess: PreprocessParams
+    cnn: CnnParams
+    kmeans: KmeansParams
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ParamsError naming the offending key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found; run from the project root") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    return parse_params(raw)
+
+
+def parse_params(raw: object) -> Params:
+    """Validate an already-parsed params mapping (what load_params reads from YAML)."""
+    return _build(Params, raw, "")
+
+
+def _build(cls: type, raw: object, prefix: str):
+    where = prefix.rstrip(".") or "params.yaml"
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where}: expected a mapping of keys, got {_describe(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        keys = ", ".join(f"{prefix}{k}" for k in unknown)
+        raise ParamsError(f"unknown key {keys}; known keys here: {', '.join(names)}")
+    missing = [n for n in names if n not in raw]
+    if missing:
+        keys = ", ".join(f"{prefix}{k}" for k in missing)
+        raise ParamsError(f"missing key {keys}; see the README's params table")
+    values = {n: _convert(hints[n], raw[n], f"{prefix}{n}") for n in names}
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check()
+    return obj
+
+
+def _convert(hint, value: object, key: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise ParamsError(f"{key}: expected a list, got {_describe(value)}")
+        return tuple(_convert(item, v, key) for v in value)
+    # bool is a subclass of int in Python: reject True where a number is meant.
+    ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise ParamsError(f"{key}: expected {hint.__name__}, got {_describe(value)}")
+    return value
+
+
+def _require(ok: bool, key: str, value: object, what: str) -> None:
+    if not ok:
+        raise ParamsError(f"{key}: {value!r} is not allowed; it must be {what}")
+
+
+def _describe(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"

@@ -1,0 +1,86 @@
+"""Stage evaluate_cnn: score the trained CNN on the test set.
+
+Reads: --model (models/cnn.pt), --data (data/processed/cnn.npz); params cnn.test_batch_size.
+Writes: --metrics (metrics/cnn.json: test loss, accuracy, per-class accuracy);
+--confusion (plots/cnn/confusion.csv: actual and predicted class of each test image);
+--examples (plots/cnn/examples.png: the first six test images, the notebook's figure);
+--misclassified (plots/cnn/misclassified.png: up to 36 misclassified test images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from stages.cnn import evaluate, load_checkpoint
+from stages.config import load_params
+from stages.figures import image_grid
+from stages.metrics import accuracy, confusion_rows, per_class_accuracy
+from stages.processed import ProcessedData, load_processed
+from stages.runtime import run_main, write_csv, write_json
+
+log = logging.getLogger("stages.evaluate_cnn")
+
+N_EXAMPLES = 6
+MAX_MISCLASSIFIED = 36
+
+
+def score(model, data: ProcessedData, batch_size: int) -> tuple[dict, np.ndarray]:
+    """Metrics for metrics/cnn.json and the predicted class of every test image."""
+    loss, predicted = evaluate(model, data.test_x, data.test_y, batch_size)
+    metrics = {
+        "test_loss": loss,
+        "test_accuracy": accuracy(data.test_y, predicted),
+        "per_class_accuracy": per_class_accuracy(data.test_y, predicted, data.classes),
+        "misclassified": int(np.sum(predicted != data.test_y)),
+    }
+    return metrics, predicted
+
+
+def draw(data: ProcessedData, predicted: np.ndarray, examples: Path, misclassified: Path) -> None:
+    names = data.classes
+    n = min(N_EXAMPLES, len(data.test_y))
+    image_grid(
+        data.test_x[:n],
+        [
+            f"true {names[t]}\npred {names[p]}"
+            for t, p in zip(data.test_y[:n], predicted[:n], strict=True)
+        ],
+        examples,
+        title="Test images: true and predicted labels",
+        ncols=3,
+    )
+    wrong = np.flatnonzero(predicted != data.test_y)[:MAX_MISCLASSIFIED]
+    image_grid(
+        data.test_x[wrong],
+        [f"true {names[data.test_y[i]]}\npred {names[predicted[i]]}" for i in wrong],
+        misclassified,
+        title=f"Misclassified test images (first {len(wrong)})",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--confusion", type=Path, required=True)
+    parser.add_argument("--examples", type=Path, required=True)
+    parser.add_argument("--misclassified", type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params(args.params).cnn
+    model, _ = load_checkpoint(args.model)
+    data = load_processed(args.data)
+    metrics, predicted = score(model, data, params.test_batch_size)
+    log.info("test_loss %.4f test_accuracy %.4f", metrics["test_loss"], metrics["test_accuracy"])
+    write_json(args.metrics, metrics)
+    write_csv(args.confusion, confusion_rows(data.test_y, predicted, data.classes))
+    draw(data, predicted, args.examples, args.misclassified)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,73 @@
+"""k-means as the notebook uses it: fit, label clusters by majority vote, predict.
+
+The saved model (models/kmeans.npz) holds only arrays: the centroids, each cluster's
+label and the class names. Loading it runs no code, unlike a pickled estimator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.metrics import pairwise_distances_argmin
+
+from stages.arrays import load_arrays, save_arrays
+from stages.config import KmeansParams
+
+
+@dataclass(frozen=True)
+class KmeansModel:
+    centroids: np.ndarray  # (k, 784) float32
+    cluster_labels: np.ndarray  # (k,) int64: the class each cluster stands for
+    classes: tuple[str, ...]
+
+    def assign(self, x: np.ndarray) -> np.ndarray:
+        """Index of the nearest centroid for each row of x (MiniBatchKMeans.predict)."""
+        return pairwise_distances_argmin(x, self.centroids)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.cluster_labels[self.assign(x)]
+
+
+def fit(x: np.ndarray, n_clusters: int, params: KmeansParams) -> MiniBatchKMeans:
+    if n_clusters > len(x):
+        raise ValueError(f"cannot make {n_clusters} clusters from {len(x)} images")
+    return MiniBatchKMeans(
+        n_clusters=n_clusters,
+        batch_size=params.batch_size,
+        n_init=params.n_init,
+        max_iter=params.max_iter,
+        random_state=params.random_state,
+    ).fit(x)
+
+
+def infer_cluster_labels(clusters: np.ndarray, y: np.ndarray, n_clusters: int) -> np.ndarray:
+    """The most common true label in each cluster (ties: the smaller label).
+
+    A cluster no training image fell into gets the most common label overall.
+    """
+    counts = np.zeros((n_clusters, int(y.max()) + 1), dtype=np.int64)
+    np.add.at(counts, (clusters, y), 1)
+    labels = counts.argmax(axis=1)
+    labels[counts.sum(axis=1) == 0] = np.bincount(y).argmax()
+    return labels.astype(np.int64)
+
+
+def save_model(path: Path | str, model: KmeansModel) -> None:
+    save_arrays(
+        path,
+        centroids=model.centroids,
+        cluster_labels=model.cluster_labels,
+        classes=np.array(model.classes, dtype=str),
+    )
+
+
+def load_model(path: Path | str) -> KmeansModel:
+    arrays = load_arrays(path, ("centroids", "cluster_labels", "classes"))
+    return KmeansModel(
+        centroids=arrays["centroids"],
+        cluster_labels=arrays["cluster_labels"],
+        classes=tuple(str(c) for c in arrays["classes"]),
+    )

@@ -1,0 +1,76 @@
+"""Stage kmeans_sweep: MiniBatchKMeans for each cluster count, scored on the training set.
+
+Reads: --data (data/processed/kmeans.npz); params kmeans.n_clusters, kmeans.test_clusters,
+kmeans.batch_size, kmeans.n_init, kmeans.max_iter, kmeans.random_state.
+Writes: --metrics (metrics/kmeans_sweep.json: inertia, homogeneity and accuracy per
+cluster count); --plot (plots/kmeans/sweep.csv: the same as rows); --model
+(models/kmeans.npz: centroids and cluster labels of the kmeans.test_clusters model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from sklearn.metrics import homogeneity_score
+
+from stages.config import KmeansParams, load_params
+from stages.kmeans import KmeansModel, fit, infer_cluster_labels, save_model
+from stages.metrics import accuracy
+from stages.processed import ProcessedData, load_processed
+from stages.runtime import PipelineError, progress, run_main, write_csv, write_json
+
+log = logging.getLogger("stages.kmeans_sweep")
+
+
+def sweep(data: ProcessedData, params: KmeansParams) -> tuple[list[dict], KmeansModel]:
+    """One row of scores per cluster count, and the model for params.test_clusters."""
+    if max(params.n_clusters) > len(data.train_x):
+        raise PipelineError(
+            f"kmeans.n_clusters: {max(params.n_clusters)} clusters need at least as many "
+            f"training images, but there are {len(data.train_x)}"
+        )
+    rows, chosen = [], None
+    for k in progress(params.n_clusters, desc="k-means sweep", unit="fit"):
+        estimator = fit(data.train_x, k, params)
+        cluster_labels = infer_cluster_labels(estimator.labels_, data.train_y, k)
+        row = {
+            "n_clusters": k,
+            "inertia": float(estimator.inertia_),
+            "homogeneity": float(homogeneity_score(data.train_y, estimator.labels_)),
+            "accuracy": accuracy(data.train_y, cluster_labels[estimator.labels_]),
+        }
+        log.info(
+            "n_clusters %d inertia %.1f homogeneity %.4f accuracy %.4f",
+            k,
+            row["inertia"],
+            row["homogeneity"],
+            row["accuracy"],
+        )
+        rows.append(row)
+        if k == params.test_clusters:
+            chosen = KmeansModel(
+                estimator.cluster_centers_.astype("float32"), cluster_labels, data.classes
+            )
+    return rows, chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--plot", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params(args.params).kmeans
+    log.info("params: %s", params)
+    rows, model = sweep(load_processed(args.data), params)
+    write_json(args.metrics, {str(row["n_clusters"]): row for row in rows})
+    write_csv(args.plot, rows)
+    save_model(args.model, model)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,56 @@
+"""Stage kmeans_test: score the chosen k-means model on the test set.
+
+Reads: --model (models/kmeans.npz), --data (data/processed/kmeans.npz).
+Writes: --metrics (metrics/kmeans_test.json: accuracy, homogeneity, per-class accuracy);
+--confusion (plots/kmeans/confusion.csv: actual and predicted class of each test image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from sklearn.metrics import homogeneity_score
+
+from stages.kmeans import KmeansModel, load_model
+from stages.metrics import accuracy, confusion_rows, per_class_accuracy
+from stages.processed import ProcessedData, load_processed
+from stages.runtime import run_main, write_csv, write_json
+
+log = logging.getLogger("stages.kmeans_test")
+
+
+def score(model: KmeansModel, data: ProcessedData):
+    clusters = model.assign(data.test_x)
+    predicted = model.cluster_labels[clusters]
+    metrics = {
+        "n_clusters": len(model.centroids),
+        "test_accuracy": accuracy(data.test_y, predicted),
+        "test_homogeneity": float(homogeneity_score(data.test_y, clusters)),
+        "per_class_accuracy": per_class_accuracy(data.test_y, predicted, data.classes),
+    }
+    return metrics, predicted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--confusion", type=Path, required=True)
+    args = parser.parse_args()
+    data = load_processed(args.data)
+    metrics, predicted = score(load_model(args.model), data)
+    log.info(
+        "n_clusters %d test_accuracy %.4f test_homogeneity %.4f",
+        metrics["n_clusters"],
+        metrics["test_accuracy"],
+        metrics["test_homogeneity"],
+    )
+    write_json(args.metrics, metrics)
+    write_csv(args.confusion, confusion_rows(data.test_y, predicted, data.classes))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,35 @@
+"""Stage plot_centroids: draw the chosen k-means model's centroids as 28x28 images.
+
+Reads: --model (models/kmeans.npz).
+Writes: --out (plots/kmeans/centroids.png: one image per centroid, titled with its label).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from stages.figures import image_grid
+from stages.kmeans import load_model
+from stages.runtime import run_main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    model = load_model(args.model)
+    k = len(model.centroids)
+    image_grid(
+        model.centroids,
+        [model.classes[label] for label in model.cluster_labels],
+        args.out,
+        title=f"k-means centroids ({k} clusters), titled with each cluster's label",
+        ncols=math.ceil(math.sqrt(k)),
+    )
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,87 @@
+"""Stage preprocess: parse the raw IDX files into the arrays the models train on.
+
+Reads: the download directory (data/raw/); params data.dataset (class names),
+preprocess.mean, preprocess.std.
+Writes: --cnn (data/processed/cnn.npz): float32 images of shape (N, 1, 28, 28),
+scaled to [0, 1] then normalized with (x - mean) / std, as torchvision's ToTensor and
+Normalize do; --kmeans (data/processed/kmeans.npz): float32 rows of 784 pixels in [0, 1].
+Both hold int64 labels and the class names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from stages.config import PreprocessParams, load_params
+from stages.datasets import DATASETS
+from stages.idx import IdxError, read_images, read_labels
+from stages.processed import ProcessedData, save_processed
+from stages.runtime import run_main
+
+log = logging.getLogger("stages.preprocess")
+
+
+def load_split(raw_dir: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (uint8, N x 28 x 28) and labels of one split ("train" or "t10k")."""
+    images_path = raw_dir / f"{prefix}-images-idx3-ubyte.gz"
+    labels_path = raw_dir / f"{prefix}-labels-idx1-ubyte.gz"
+    images, labels = read_images(images_path), read_labels(labels_path)
+    if len(images) != len(labels):
+        raise IdxError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds "
+            f"{len(labels)} labels; the two files come from different copies"
+        )
+    return images, labels
+
+
+def preprocess(
+    raw_dir: Path, params: PreprocessParams, classes: tuple[str, ...]
+) -> tuple[ProcessedData, ProcessedData]:
+    """Return (cnn, kmeans) versions of the data set found in raw_dir."""
+    train_images, train_y = load_split(raw_dir, "train")
+    test_images, test_y = load_split(raw_dir, "t10k")
+
+    def unit(images: np.ndarray) -> np.ndarray:
+        return images.astype(np.float32) / np.float32(255)
+
+    def for_cnn(images: np.ndarray) -> np.ndarray:
+        scaled = (unit(images) - np.float32(params.mean)) / np.float32(params.std)
+        return scaled[:, None, :, :]
+
+    def for_kmeans(images: np.ndarray) -> np.ndarray:
+        return unit(images).reshape(len(images), -1)
+
+    labels = dict(train_y=train_y.astype(np.int64), test_y=test_y.astype(np.int64))
+    cnn = ProcessedData(
+        train_x=for_cnn(train_images), test_x=for_cnn(test_images), classes=classes, **labels
+    )
+    kmeans = ProcessedData(
+        train_x=for_kmeans(train_images),
+        test_x=for_kmeans(test_images),
+        classes=classes,
+        **labels,
+    )
+    return cnn, kmeans
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--raw", type=Path, required=True)
+    parser.add_argument("--cnn", type=Path, required=True)
+    parser.add_argument("--kmeans", type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params(args.params)
+    log.info("params: %s", params.preprocess)
+    cnn, kmeans = preprocess(args.raw, params.preprocess, DATASETS[params.data.dataset].classes)
+    save_processed(args.cnn, cnn)
+    save_processed(args.kmeans, kmeans)
+    log.info("train %d images, test %d images", len(cnn.train_y), len(cnn.test_y))
+
+
+if __name__ == "__main__":
+    run_main(main)
