@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,12 @@ def evaluate(
 def save_checkpoint(path: Path | str, model: Net, params: CnnParams) -> None:
     """Weights together with the params that built them, loadable with weights_only=True."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # Saving to a buffer, not a path: torch names the archive's inner folder after the file,
+    # and the temporary file's random name would make equal weights give different bytes.
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state, "params": dataclasses.asdict(params)}, buffer)
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "params": dataclasses.asdict(params)}, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_checkpoint(path: Path | str) -> tuple[Net, dict]:

@@ -1,0 +1,156 @@
+"""Shared fixtures: tiny data on a real HTTP server, and project copies in temp git repos."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.tiny_data import write_tiny_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+# What a user's clone holds (besides outputs): copied into every test repo.
+PROJECT_FILES = (
+    "stages",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvc/config",
+    ".dvc/plots",
+    ".dvcignore",
+    ".gitignore",
+)
+
+# Small enough for seconds per stage, big enough that both models learn the classes.
+TINY_PARAMS = {
+    "data": {"verify": False},  # tiny data has its own checksums (tested in test_download)
+    "cnn": {"epochs": 2, "lr": 0.05, "log_interval": 2, "test_batch_size": 100},
+    "kmeans": {"n_clusters": [10, 16], "test_clusters": 16, "batch_size": 256},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("tiny")
+    write_tiny_dataset(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def http_mirror(tiny_dir) -> Iterator[str]:
+    """The tiny data set served over HTTP on 127.0.0.1; yields the mirror URL."""
+    with serve(tiny_dir) as url:
+        yield url
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+        pass
+
+
+class serve:
+    """Context manager: serve `directory` on a free port of 127.0.0.1, yield its URL."""
+
+    def __init__(self, directory: Path):
+        self.server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory))
+        )
+
+    def __enter__(self) -> str:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_port}/"
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def run(args: list[str], cwd: Path, env: dict | None = None, check: bool = True):
+    """Run a command with this interpreter's environment first on PATH; return the result."""
+    full_env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+        **(env or {}),
+    }
+    result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
+
+
+def dvc(repo: Path, *args: str, env: dict | None = None, check: bool = True):
+    return run([str(BIN / "dvc"), *args], cwd=repo, env=env, check=check)
+
+
+def git(repo: Path, *args: str):
+    return run(["git", *args], cwd=repo)
+
+
+def set_params(repo: Path, changes: dict) -> None:
+    """Merge nested `changes` into the repo's params.yaml."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_repo(path: Path) -> Path:
+    """Copy the project into a fresh git repo, with the tiny-data params."""
+    path.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, path / name)
+    set_params(path, TINY_PARAMS)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "project")
+    return path
+
+
+def ran_stages(output: str) -> set[str]:
+    """Names of the stages a `dvc repro` or `dvc exp run` actually executed."""
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+@pytest.fixture(scope="session")
+def mirror_env(http_mirror) -> dict:
+    return {"DATA_MIRROR": http_mirror}
+
+
+@pytest.fixture(scope="session")
+def reproduced_repo(tmp_path_factory, mirror_env) -> Path:
+    """A project copy on which the whole pipeline has run once; tests must not modify it."""
+    repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    result = dvc(repo, "repro", env=mirror_env)
+    (repo / "first_repro.log").write_text(result.stdout + result.stderr)
+    return repo
+
+
+@pytest.fixture
+def repo_copy(reproduced_repo, tmp_path) -> Path:
+    """A private copy of the reproduced repo (cache included) that a test may change."""
+    copy = tmp_path / "repo"
+    shutil.copytree(reproduced_repo, copy, symlinks=True)
+    return copy

@@ -1,0 +1,156 @@
+"""End-to-end: the real `dvc` commands on a project copy, tiny data from a local HTTP server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import dvc, git, make_repo, ran_stages, set_params
+
+pytestmark = pytest.mark.slow
+
+ALL_STAGES = {
+    "download",
+    "preprocess",
+    "train_cnn",
+    "evaluate_cnn",
+    "kmeans_sweep",
+    "kmeans_test",
+    "plot_centroids",
+}
+KMEANS_STAGES = {"kmeans_sweep", "kmeans_test", "plot_centroids"}
+CNN_STAGES = {"train_cnn", "evaluate_cnn"}
+
+
+def lock_md5s(repo) -> dict[str, str]:
+    """path -> md5 of every stage output recorded in dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage["outs"]}
+
+
+def test_first_repro_runs_all_seven_stages(reproduced_repo):
+    log = (reproduced_repo / "first_repro.log").read_text()
+    assert ran_stages(log) == ALL_STAGES
+    lock = yaml.safe_load((reproduced_repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == ALL_STAGES
+
+
+def test_outputs_hold_sensible_results(reproduced_repo):
+    cnn = json.loads((reproduced_repo / "metrics/cnn.json").read_text())
+    # Ten well-separated classes: far above the 10% of guessing after two epochs.
+    assert cnn["test_accuracy"] > 0.5
+    assert set(cnn["per_class_accuracy"]) == {str(d) for d in range(10)}
+    assert cnn["misclassified"] == round((1 - cnn["test_accuracy"]) * 200)
+
+    sweep = json.loads((reproduced_repo / "metrics/kmeans_sweep.json").read_text())
+    assert set(sweep) == {"10", "16"}
+    assert sweep["16"]["inertia"] < sweep["10"]["inertia"]
+    assert all(0 <= row["homogeneity"] <= 1 for row in sweep.values())
+
+    test = json.loads((reproduced_repo / "metrics/kmeans_test.json").read_text())
+    assert test["n_clusters"] == 16
+    assert test["test_accuracy"] > 0.5
+
+    train_log = (reproduced_repo / "plots/cnn/train_loss.csv").read_text().splitlines()
+    assert train_log[0] == "step,epoch,loss"
+    # 600 images / batch 64 = 10 batches per epoch, logged every 2 batches, 2 epochs.
+    assert len(train_log) - 1 == 2 * 5
+    test_log = (reproduced_repo / "plots/cnn/test.csv").read_text().splitlines()
+    assert test_log[0] == "epoch,test_loss,test_accuracy"
+    assert [line.split(",")[0] for line in test_log[1:]] == ["1", "2"]
+
+    confusion = (reproduced_repo / "plots/cnn/confusion.csv").read_text().splitlines()
+    assert confusion[0] == "actual,predicted" and len(confusion) == 201
+    for image in ("cnn/examples.png", "cnn/misclassified.png", "kmeans/centroids.png"):
+        assert (reproduced_repo / "plots" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_second_repro_runs_nothing(repo_copy, mirror_env):
+    result = dvc(repo_copy, "repro", env=mirror_env)
+    assert ran_stages(result.stdout) == set()
+    status = dvc(repo_copy, "status", "--json")
+    assert json.loads(status.stdout) == {}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"kmeans": {"max_iter": 7}}, KMEANS_STAGES),
+        ({"cnn": {"lr": 0.02}}, CNN_STAGES),
+    ],
+    ids=["kmeans-param", "cnn-param"],
+)
+def test_param_change_reruns_only_its_stages(repo_copy, mirror_env, changes, expected):
+    set_params(repo_copy, changes)
+    status = json.loads(dvc(repo_copy, "status", "--json").stdout)
+    assert set(status) == expected - {"kmeans_test", "plot_centroids", "evaluate_cnn"}
+    result = dvc(repo_copy, "repro", env=mirror_env)
+    ran = ran_stages(result.stdout)
+    assert ran <= expected and ran >= set(status)
+
+
+def test_forced_repro_gives_identical_outputs(reproduced_repo, repo_copy, mirror_env):
+    before = lock_md5s(reproduced_repo)
+    result = dvc(repo_copy, "repro", "--force", env=mirror_env)
+    assert ran_stages(result.stdout) == ALL_STAGES
+    after = lock_md5s(repo_copy)
+    assert after == before
+    wanted = {"models/cnn.pt", "models/kmeans.npz", "plots/cnn/train_loss.csv"}
+    assert wanted <= set(before)
+    for metrics in ("cnn", "kmeans_sweep", "kmeans_test"):
+        path = f"metrics/{metrics}.json"
+        assert (repo_copy / path).read_bytes() == (reproduced_repo / path).read_bytes()
+
+
+def test_metrics_show_and_diff_after_param_change(repo_copy, mirror_env):
+    shown = json.loads(dvc(repo_copy, "metrics", "show", "--json").stdout)
+    assert shown, "dvc metrics show found no metrics"
+    git(repo_copy, "add", "-A")
+    git(repo_copy, "commit", "-q", "-m", "baseline results")
+    set_params(repo_copy, {"kmeans": {"random_state": 3}})
+    dvc(repo_copy, "repro", env=mirror_env)
+    diff = json.loads(dvc(repo_copy, "metrics", "diff", "--json").stdout)
+    sweep = diff["metrics/kmeans_sweep.json"]
+    assert "10.inertia" in sweep
+    assert sweep["10.inertia"]["new"] != sweep["10.inertia"]["old"]
+    assert "metrics/cnn.json" not in diff  # the CNN did not re-run
+
+
+def test_plots_show_renders_every_declared_plot(repo_copy):
+    plots = json.loads(dvc(repo_copy, "plots", "show", "--json").stdout)["data"]
+    declared = yaml.safe_load((repo_copy / "dvc.yaml").read_text())["plots"]
+    for entry in declared:
+        name = next(iter(entry)) if isinstance(entry, dict) else entry
+        (rendered,) = plots[name]
+        if rendered["type"] == "image":
+            assert Path(rendered["url"]).read_bytes()[:4] == b"\x89PNG"
+            continue
+        spec = entry[name]
+        content = rendered["content"]
+        assert content["data"]["values"], f"plot {name} has no data"
+        title = content["title"]
+        assert (title["text"] if isinstance(title, dict) else title) == spec["title"]
+
+
+def test_bad_params_stop_the_stage_naming_the_key(repo_copy, mirror_env):
+    set_params(repo_copy, {"cnn": {"lr": -0.1}})
+    result = dvc(repo_copy, "repro", env=mirror_env, check=False)
+    assert result.returncode != 0
+    assert "cnn.lr" in result.stdout + result.stderr
+
+
+def test_all_mirrors_failing_leaves_no_output(tmp_path, mirror_env):
+    repo = make_repo(tmp_path / "repo")
+    set_params(repo, {"data": {"mirrors": ["http://127.0.0.1:9/"]}})
+    result = dvc(
+        repo, "repro", "download", env={"DATA_MIRROR": str(tmp_path / "nothing")}, check=False
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "http://127.0.0.1:9/" in output and "does not exist" in output
+    assert "DATA_MIRROR" in output
+    assert not (repo / "data/raw").exists()
+    assert not list((repo / "data").glob(".raw*")) if (repo / "data").exists() else True
