@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ def save_checkpoint(path: Path | str, model: Net, params: CnnParams) -> None:
 def load_checkpoint(path: Path | str) -> tuple[Net, dict]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
         raise PipelineError(f"{path}: cannot load the model ({exc}); re-run train_cnn") from None
     model = Net()
     model.load_state_dict(checkpoint["state_dict"])

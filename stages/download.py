@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -122,8 +123,8 @@ def _fetch_url(url: str, dest: Path) -> None:
         raise MirrorError(f"HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         raise MirrorError(f"cannot connect ({exc.reason})") from None
-    except (TimeoutError, OSError) as exc:
-        raise MirrorError(f"connection failed ({exc})") from None
+    except (TimeoutError, OSError, http.client.HTTPException) as exc:
+        raise MirrorError(f"connection failed ({exc!r})") from None
     if total is not None and dest.stat().st_size != total:
         raise MirrorError(f"truncated: got {dest.stat().st_size} of {total} bytes")
 

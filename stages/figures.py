@@ -25,14 +25,22 @@ def image_grid(
     images = np.asarray(images).reshape(len(images), 28, 28)
     ncols = max(1, min(ncols, len(images)))
     nrows = max(1, math.ceil(len(images) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.8 * nrows + 0.5), squeeze=False)
+    # Constrained layout keeps the suptitle clear of the panel titles; tight_layout does not.
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(max(4.0, 1.6 * ncols), 1.8 * nrows + 0.6),
+        squeeze=False,
+        layout="constrained",
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, label in zip(axes.flat, images, titles, strict=False):
         ax.imshow(image, cmap="gray", interpolation="none")
         ax.set_title(label, fontsize=8)
+    if len(images) == 0:
+        axes[0, 0].text(0.5, 0.5, "(none)", ha="center", va="center")
     fig.suptitle(title)
-    fig.tight_layout()
     with atomic_path(path) as tmp:
         # Matplotlib writes its version as PNG metadata; drop it so bytes depend on data only.
         fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})

@@ -84,8 +84,11 @@ def write_idx(path: Path | str, array: np.ndarray) -> None:
     payload = header + array.tobytes()
     path = Path(path)
     if path.suffix == ".gz":
-        # mtime=0 keeps the bytes the same for the same content.
-        with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        # No name and mtime=0 in the gzip header: the same content gives the same bytes.
+        with (
+            open(path, "wb") as raw,
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
+        ):
             gz.write(payload)
     else:
         path.write_bytes(payload)

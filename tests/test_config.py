@@ -1,0 +1,104 @@
+"""params.yaml validation: every bad value stops with a message naming its key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.config import ParamsError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_change(section: str, key: str, value) -> dict:
+    raw = copy.deepcopy(DEFAULTS)
+    raw[section][key] = value
+    return raw
+
+
+def test_shipped_params_reproduce_the_notebooks():
+    params = load_params(ROOT / "params.yaml")
+    assert params.data.dataset == "mnist" and params.data.verify is True
+    assert (params.preprocess.mean, params.preprocess.std) == (0.1307, 0.3081)
+    cnn = params.cnn
+    assert (cnn.seed, cnn.epochs, cnn.batch_size, cnn.test_batch_size) == (1, 5, 64, 1000)
+    assert (cnn.lr, cnn.momentum, cnn.log_interval) == (0.01, 0.5, 10)
+    assert params.kmeans.n_clusters == (10, 16, 36, 64, 144, 256)
+    assert params.kmeans.test_clusters == 256
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("cnn", "lr", -0.01, "cnn.lr"),
+        ("cnn", "lr", 0, "cnn.lr"),
+        ("cnn", "batch_size", 0, "cnn.batch_size"),
+        ("cnn", "epochs", "5", "cnn.epochs: expected int"),
+        ("cnn", "epochs", True, "cnn.epochs: expected int"),
+        ("cnn", "momentum", 1.5, "cnn.momentum"),
+        ("kmeans", "n_clusters", [10, 5], "kmeans.n_clusters: 5"),
+        ("kmeans", "n_clusters", [], "kmeans.n_clusters"),
+        ("kmeans", "n_clusters", 256, "kmeans.n_clusters: expected a list"),
+        ("kmeans", "n_clusters", [10, 10], "without repeats"),
+        ("kmeans", "test_clusters", 20, "kmeans.test_clusters: 20 is not in kmeans.n_clusters"),
+        ("kmeans", "batch_size", -1, "kmeans.batch_size"),
+        ("data", "dataset", "cifar", "data.dataset: unknown data set 'cifar'"),
+        ("data", "verify", "yes", "data.verify: expected bool"),
+        ("data", "mirrors", "http://x/", "data.mirrors: expected a list"),
+        ("preprocess", "std", 0.0, "preprocess.std"),
+    ],
+)
+def test_bad_value_names_its_key(section, key, value, message):
+    with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        parse_params(with_change(section, key, value))
+
+
+def test_unknown_key_is_named():
+    raw = with_change("cnn", "learning_rate", 0.1)
+    with pytest.raises(ParamsError, match=r"unknown key cnn\.learning_rate"):
+        parse_params(raw)
+
+
+def test_unknown_section_is_named():
+    raw = copy.deepcopy(DEFAULTS)
+    raw["trainer"] = {}
+    with pytest.raises(ParamsError, match="unknown key trainer"):
+        parse_params(raw)
+
+
+def test_missing_key_is_named():
+    raw = copy.deepcopy(DEFAULTS)
+    del raw["kmeans"]["n_init"]
+    with pytest.raises(ParamsError, match=r"missing key kmeans\.n_init"):
+        parse_params(raw)
+
+
+def test_ints_are_accepted_where_floats_are_meant():
+    params = parse_params(with_change("cnn", "lr", 1))
+    assert params.cnn.lr == 1.0 and isinstance(params.cnn.lr, float)
+
+
+def test_null_mirrors_mean_the_defaults():
+    assert parse_params(with_change("data", "mirrors", None)).data.mirrors == ()
+
+
+def test_params_are_frozen():
+    params = parse_params(DEFAULTS)
+    with pytest.raises(AttributeError):
+        params.cnn.lr = 1.0
+
+
+def test_unreadable_files_are_clear_errors(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cnn: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ParamsError, match="expected a mapping"):
+        load_params(bad)

@@ -1,0 +1,109 @@
+"""The CNN's shapes, training determinism and checkpoint; k-means labelling and model file."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import MiniBatchKMeans
+
+from stages.cnn import Net, evaluate, load_checkpoint, save_checkpoint
+from stages.config import CnnParams, KmeansParams, PreprocessParams
+from stages.kmeans import KmeansModel, fit, infer_cluster_labels, load_model, save_model
+from stages.preprocess import preprocess
+from stages.runtime import PipelineError
+from stages.train_cnn import train
+
+CNN = CnnParams(
+    seed=1, epochs=2, batch_size=64, test_batch_size=100, lr=0.05, momentum=0.5, log_interval=2
+)
+KMEANS = KmeansParams(
+    n_clusters=(10, 16), test_clusters=16, batch_size=256, n_init=1, max_iter=100, random_state=0
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    return preprocess(tiny_dir, PreprocessParams(0.1307, 0.3081), tuple("0123456789"))
+
+
+def test_net_shapes_match_the_notebook():
+    net = Net()
+    x = torch.zeros(3, 1, 28, 28)
+    conv = torch.nn.functional.max_pool2d(
+        net.conv2(torch.nn.functional.max_pool2d(net.conv1(x), 2)), 2
+    )
+    assert conv.shape == (3, 20, 4, 4)  # flattened: the 320 inputs of fc1
+    assert net.fc1.in_features == 320 and net.fc2.out_features == 10
+    out = net.eval()(x)
+    assert out.shape == (3, 10)
+    torch.testing.assert_close(out.exp().sum(dim=1), torch.ones(3))  # log-probabilities
+    n_params = sum(p.numel() for p in net.parameters())
+    assert n_params == (250 + 10) + (5000 + 20) + (16000 + 50) + (500 + 10)
+
+
+def test_training_learns_and_is_deterministic(tiny):
+    cnn_data, _ = tiny
+    first, second = train(cnn_data, CNN), train(cnn_data, CNN)
+    assert first.test_log == second.test_log and first.train_log == second.train_log
+    for a, b in zip(
+        first.model.state_dict().values(), second.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    assert first.test_log[-1]["test_accuracy"] > 0.9
+    assert first.train_log[-1]["loss"] < first.train_log[0]["loss"]
+    # 600 images in batches of 64 -> 10 batches an epoch, logged at 0, 2, 4, 6, 8.
+    assert [row["step"] for row in first.train_log] == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
+
+
+def test_checkpoint_round_trip_is_reproducible(tmp_path, tiny):
+    cnn_data, _ = tiny
+    model = train(cnn_data, CNN).model
+    save_checkpoint(tmp_path / "a.pt", model, CNN)
+    save_checkpoint(tmp_path / "b.pt", model, CNN)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    loaded, params = load_checkpoint(tmp_path / "a.pt")
+    assert params["lr"] == CNN.lr and params["epochs"] == CNN.epochs
+    before = evaluate(model, cnn_data.test_x, cnn_data.test_y, 100)
+    after = evaluate(loaded, cnn_data.test_x, cnn_data.test_y, 100)
+    assert before[0] == after[0] and np.array_equal(before[1], after[1])
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "cnn.pt").write_bytes(b"garbage")
+    with pytest.raises(PipelineError, match="re-run train_cnn"):
+        load_checkpoint(tmp_path / "cnn.pt")
+
+
+def test_cluster_labels_are_the_majority_label():
+    clusters = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    y = np.array([3, 3, 3, 7, 7, 1, 2, 2, 1])
+    # Cluster 2 ties labels 1 and 2: the smaller wins. Cluster 3 is empty: it gets the most
+    # common label overall (3).
+    assert infer_cluster_labels(clusters, y, n_clusters=4).tolist() == [3, 7, 1, 3]
+
+
+def test_kmeans_model_predicts_like_sklearn_and_loads_without_pickle(tmp_path, tiny):
+    _, km_data = tiny
+    estimator = fit(km_data.train_x, 16, KMEANS)
+    assert isinstance(estimator, MiniBatchKMeans)
+    labels = infer_cluster_labels(estimator.labels_, km_data.train_y, 16)
+    model = KmeansModel(estimator.cluster_centers_.astype("float32"), labels, km_data.classes)
+    np.testing.assert_array_equal(model.assign(km_data.test_x), estimator.predict(km_data.test_x))
+    save_model(tmp_path / "km.npz", model)
+    with zipfile.ZipFile(tmp_path / "km.npz") as archive:
+        assert sorted(archive.namelist()) == ["centroids.npy", "classes.npy", "cluster_labels.npy"]
+    with np.load(tmp_path / "km.npz", allow_pickle=False) as arrays:
+        assert arrays["centroids"].shape == (16, 784)
+    loaded = load_model(tmp_path / "km.npz")
+    assert loaded.classes == km_data.classes
+    np.testing.assert_array_equal(loaded.predict(km_data.test_x), model.predict(km_data.test_x))
+    assert np.mean(loaded.predict(km_data.test_x) == km_data.test_y) > 0.9
+
+
+def test_fit_refuses_more_clusters_than_images(tiny):
+    _, km_data = tiny
+    with pytest.raises(ValueError, match="cannot make 700 clusters from 600 images"):
+        fit(km_data.train_x, 700, KMEANS)

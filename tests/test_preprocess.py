@@ -1,0 +1,59 @@
+"""Preprocessing matches the notebooks' transforms; the processed format is reproducible."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision import transforms
+
+from stages.arrays import load_arrays, save_arrays
+from stages.config import PreprocessParams
+from stages.idx import read_images
+from stages.preprocess import preprocess
+from stages.processed import load_processed, save_processed
+from stages.runtime import PipelineError
+
+PARAMS = PreprocessParams(mean=0.1307, std=0.3081)
+
+
+def test_cnn_input_equals_torchvision_totensor_normalize(tiny_dir):
+    cnn, _ = preprocess(tiny_dir, PARAMS, tuple("0123456789"))
+    raw = read_images(tiny_dir / "train-images-idx3-ubyte.gz")
+    notebook = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
+    )
+    for i in (0, 17, 599):
+        expected = notebook(raw[i].copy())  # ToTensor takes an HxW uint8 array like a PIL image
+        torch.testing.assert_close(torch.from_numpy(cnn.train_x[i]), expected)
+    assert cnn.train_x.shape == (600, 1, 28, 28) and cnn.train_x.dtype == np.float32
+
+
+def test_kmeans_input_is_flat_and_in_unit_range(tiny_dir):
+    _, km = preprocess(tiny_dir, PARAMS, tuple("0123456789"))
+    raw = read_images(tiny_dir / "t10k-images-idx3-ubyte.gz")
+    assert km.test_x.shape == (200, 784)
+    np.testing.assert_allclose(km.test_x, raw.reshape(200, 784) / 255.0, rtol=1e-6)
+    assert km.train_y.dtype == np.int64
+
+
+def test_processed_round_trip_and_identical_bytes(tiny_dir, tmp_path):
+    cnn, _ = preprocess(tiny_dir, PARAMS, ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j"))
+    save_processed(tmp_path / "one.npz", cnn)
+    save_processed(tmp_path / "two.npz", cnn)
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
+    loaded = load_processed(tmp_path / "one.npz")
+    assert loaded.classes == cnn.classes
+    np.testing.assert_array_equal(loaded.train_x, cnn.train_x)
+
+
+def test_arrays_refuse_pickle_and_report_missing_members(tmp_path):
+    with pytest.raises(TypeError, match="pickle"):
+        save_arrays(tmp_path / "x.npz", bad=np.array([{"a": 1}], dtype=object))
+    assert not (tmp_path / "x.npz").exists()
+    save_arrays(tmp_path / "y.npz", a=np.zeros(2))
+    with pytest.raises(PipelineError, match="missing b"):
+        load_arrays(tmp_path / "y.npz", ("a", "b"))
+    (tmp_path / "z.npz").write_bytes(b"not a zip")
+    with pytest.raises(PipelineError, match="cannot read"):
+        load_arrays(tmp_path / "z.npz", ("a",))
