@@ -124,6 +124,8 @@ def make_repo(path: Path) -> Path:
             shutil.copy2(source, path / name)
     set_params(path, TINY_PARAMS)
     git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.name", "test")  # dvc exp commits need an identity
+    git(path, "config", "user.email", "test@example.com")
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "project")
     return path
@@ -146,6 +148,11 @@ def reproduced_repo(tmp_path_factory, mirror_env) -> Path:
     result = dvc(repo, "repro", env=mirror_env)
     (repo / "first_repro.log").write_text(result.stdout + result.stderr)
     return repo
+
+
+def commit_all(repo: Path, message: str) -> None:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
 
 
 @pytest.fixture

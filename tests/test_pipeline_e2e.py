@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import dvc, git, make_repo, ran_stages, set_params
+from tests.conftest import commit_all, dvc, make_repo, ran_stages, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -108,8 +108,7 @@ def test_forced_repro_gives_identical_outputs(reproduced_repo, repo_copy, mirror
 def test_metrics_show_and_diff_after_param_change(repo_copy, mirror_env):
     shown = json.loads(dvc(repo_copy, "metrics", "show", "--json").stdout)
     assert shown, "dvc metrics show found no metrics"
-    git(repo_copy, "add", "-A")
-    git(repo_copy, "commit", "-q", "-m", "baseline results")
+    commit_all(repo_copy, "baseline results")
     set_params(repo_copy, {"kmeans": {"random_state": 3}})
     dvc(repo_copy, "repro", env=mirror_env)
     diff = json.loads(dvc(repo_copy, "metrics", "diff", "--json").stdout)

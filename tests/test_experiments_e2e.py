@@ -1,0 +1,109 @@
+"""Comparing runs: queued experiments in parallel, and sharing outputs through a remote."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.conftest import commit_all, dvc, git, ran_stages
+
+pytestmark = pytest.mark.slow
+
+QUEUE_TIMEOUT_S = 900
+
+
+def wait_for_queue(repo, timeout_s: float = QUEUE_TIMEOUT_S) -> str:
+    """Poll `dvc queue status` until nothing is queued or running; return the last status."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = dvc(repo, "queue", "status").stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        time.sleep(2)
+    dvc(repo, "queue", "stop", "--kill", check=False)
+    raise AssertionError(f"queue still busy after {timeout_s} s:\n{status}")
+
+
+def experiments(repo) -> dict[str, dict]:
+    """name -> {"params": ..., "metrics": ...} from `dvc exp show --json`."""
+    found = {}
+    for entry in json.loads(dvc(repo, "exp", "show", "--json").stdout):
+        for exp in entry.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev["data"]
+                found[rev["name"]] = {
+                    "params": data["params"]["params.yaml"]["data"],
+                    "metrics": {path: m["data"] for path, m in data["metrics"].items()},
+                }
+    return found
+
+
+def test_queued_experiments_run_in_parallel_with_their_own_params(repo_copy):
+    commit_all(repo_copy, "baseline results")
+    dvc(
+        repo_copy,
+        "exp",
+        "run",
+        "--queue",
+        "-n",
+        "short",
+        "-S",
+        "cnn.epochs=1",
+        "-S",
+        "kmeans.n_clusters=[10,12]",
+        "-S",
+        "kmeans.test_clusters=12",
+    )
+    dvc(
+        repo_copy,
+        "exp",
+        "run",
+        "--queue",
+        "-n",
+        "fast-lr",
+        "-S",
+        "cnn.lr=0.1",
+        "-S",
+        "kmeans.random_state=5",
+    )
+    dvc(repo_copy, "queue", "start", "-j", "2")
+    status = wait_for_queue(repo_copy)
+    assert "Failed" not in status, status
+
+    found = experiments(repo_copy)
+    assert {"short", "fast-lr"} <= set(found), found.keys()
+    short, fast = found["short"], found["fast-lr"]
+    assert short["params"]["cnn"]["epochs"] == 1
+    assert short["params"]["kmeans"]["n_clusters"] == [10, 12]
+    assert fast["params"]["cnn"]["lr"] == 0.1 and fast["params"]["cnn"]["epochs"] == 2
+    # Each experiment's metrics come from its own params.
+    assert set(short["metrics"]["metrics/kmeans_sweep.json"]) == {"10", "12"}
+    assert set(fast["metrics"]["metrics/kmeans_sweep.json"]) == {"10", "16"}
+    assert short["metrics"]["metrics/kmeans_test.json"]["n_clusters"] == 12
+    short_cnn = short["metrics"]["metrics/cnn.json"]
+    fast_cnn = fast["metrics"]["metrics/cnn.json"]
+    assert short_cnn["test_loss"] != fast_cnn["test_loss"]
+
+    diff = json.loads(dvc(repo_copy, "metrics", "diff", "short", "fast-lr", "--json").stdout)
+    assert "metrics/cnn.json" in diff and "metrics/kmeans_sweep.json" in diff
+    plots = json.loads(dvc(repo_copy, "plots", "diff", "short", "fast-lr", "--json").stdout)
+    (loss_plot,) = plots["data"]["Training loss"]
+    assert set(loss_plot["revisions"]) == {"short", "fast-lr"}
+
+
+def test_push_then_pull_in_a_fresh_clone_needs_no_rerun(repo_copy, tmp_path):
+    remote = tmp_path / "remote"
+    dvc(repo_copy, "remote", "add", "-d", "shared", str(remote))
+    commit_all(repo_copy, "results and remote")
+    dvc(repo_copy, "push")
+
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo_copy), str(clone))
+    assert not (clone / "models").exists()
+    dvc(clone, "pull")
+    assert json.loads(dvc(clone, "status", "--json").stdout) == {}
+    assert ran_stages(dvc(clone, "repro").stdout) == set()
+    for path in ("models/cnn.pt", "models/kmeans.npz", "data/processed/cnn.npz"):
+        assert (clone / path).read_bytes() == (repo_copy / path).read_bytes()
