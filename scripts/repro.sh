@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DVC_NO_ANALYTICS=1
-exec .venv/bin/dvc repro "$@"
+# The stages run as `python -m stages.X`: put the environment's python first on PATH.
+export PATH="$PWD/.venv/bin:$PATH"
+exec dvc repro "$@"
