@@ -26,6 +26,11 @@ def wait_for_queue(repo, timeout_s: float = QUEUE_TIMEOUT_S) -> str:
     raise AssertionError(f"queue still busy after {timeout_s} s:\n{status}")
 
 
+def queue(repo, name: str, *overrides: str) -> None:
+    """Queue an experiment named `name` with `-S` param overrides."""
+    dvc(repo, "exp", "run", "--queue", "-n", name, *(a for o in overrides for a in ("-S", o)))
+
+
 def experiments(repo) -> dict[str, dict]:
     """name -> {"params": ..., "metrics": ...} from `dvc exp show --json`."""
     found = {}
@@ -42,32 +47,10 @@ def experiments(repo) -> dict[str, dict]:
 
 def test_queued_experiments_run_in_parallel_with_their_own_params(repo_copy):
     commit_all(repo_copy, "baseline results")
-    dvc(
-        repo_copy,
-        "exp",
-        "run",
-        "--queue",
-        "-n",
-        "short",
-        "-S",
-        "cnn.epochs=1",
-        "-S",
-        "kmeans.n_clusters=[10,12]",
-        "-S",
-        "kmeans.test_clusters=12",
+    queue(
+        repo_copy, "short", "cnn.epochs=1", "kmeans.n_clusters=[10,12]", "kmeans.test_clusters=12"
     )
-    dvc(
-        repo_copy,
-        "exp",
-        "run",
-        "--queue",
-        "-n",
-        "fast-lr",
-        "-S",
-        "cnn.lr=0.1",
-        "-S",
-        "kmeans.random_state=5",
-    )
+    queue(repo_copy, "fast-lr", "cnn.lr=0.1", "kmeans.random_state=5")
     dvc(repo_copy, "queue", "start", "-j", "2")
     status = wait_for_queue(repo_copy)
     assert "Failed" not in status, status
