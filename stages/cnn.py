@@ -72,10 +72,11 @@ def save_checkpoint(path: Path | str, model: Net, params: CnnParams) -> None:
 
 
 def load_checkpoint(path: Path | str) -> tuple[Net, dict]:
+    """The saved Net (on the CPU) and the cnn params that trained it."""
+    model = Net()
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
+        model.load_state_dict(checkpoint["state_dict"])
+        return model, checkpoint["params"]
+    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as exc:
         raise PipelineError(f"{path}: cannot load the model ({exc}); re-run train_cnn") from None
-    model = Net()
-    model.load_state_dict(checkpoint["state_dict"])
-    return model, checkpoint["params"]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import yaml
 
-from stages.datasets import DATASETS
 from stages.runtime import PipelineError
 
 
@@ -26,14 +25,7 @@ class ParamsError(PipelineError):
 class DataParams:
     dataset: str
     mirrors: tuple[str, ...]
-    verify: bool
-
-    def check(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ParamsError(
-                f"data.dataset: unknown data set {self.dataset!r}; "
-                f"choose one of {', '.join(sorted(DATASETS))}"
-            )
+    verify: bool  # data.dataset is checked by stages.datasets.get_dataset, where it is used
 
 
 @dataclass(frozen=True)
@@ -61,7 +53,7 @@ class CnnParams:
             _require(getattr(self, key) >= 1, f"cnn.{key}", getattr(self, key), "at least 1")
         _require(self.lr > 0, "cnn.lr", self.lr, "greater than 0")
         _require(0.0 <= self.momentum < 1.0, "cnn.momentum", self.momentum, "in [0, 1)")
-        _require(self.seed >= 0, "cnn.seed", self.seed, "0 or more")
+        _require(0 <= self.seed < 2**63, "cnn.seed", self.seed, "in [0, 2**63)")
 
 
 @dataclass(frozen=True)
@@ -91,7 +83,12 @@ class KmeansParams:
             )
         for key in ("batch_size", "n_init", "max_iter"):
             _require(getattr(self, key) >= 1, f"kmeans.{key}", getattr(self, key), "at least 1")
-        _require(self.random_state >= 0, "kmeans.random_state", self.random_state, "0 or more")
+        _require(
+            0 <= self.random_state < 2**32,
+            "kmeans.random_state",
+            self.random_state,
+            "in [0, 2**32)",
+        )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stages.config import ParamsError
+
 # The four IDX files, in the order the pipeline reads them. Mirrors serve each as NAME.gz.
 FILES = (
     "train-images-idx3-ubyte",
@@ -66,3 +68,12 @@ DATASETS = {
         ),
     ),
 }
+
+
+def get_dataset(name: str) -> Dataset:
+    """The data set named by params data.dataset; a ParamsError naming the key if unknown."""
+    if name not in DATASETS:
+        raise ParamsError(
+            f"data.dataset: unknown data set {name!r}; choose one of {', '.join(sorted(DATASETS))}"
+        )
+    return DATASETS[name]

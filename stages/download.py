@@ -29,7 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from stages.config import DataParams, load_params
-from stages.datasets import DATASETS, FILES
+from stages.datasets import DATASETS, FILES, get_dataset
 from stages.runtime import PipelineError, atomic_path, interactive, run_main
 
 log = logging.getLogger("stages.download")
@@ -43,7 +43,7 @@ class MirrorError(Exception):
 
 
 def mirror_list(params: DataParams, env_mirror: str | None) -> list[str]:
-    mirrors = list(params.mirrors) or list(DATASETS[params.dataset].mirrors)
+    mirrors = list(params.mirrors) or list(get_dataset(params.dataset).mirrors)
     if env_mirror:
         mirrors.insert(0, env_mirror)
     return mirrors
@@ -51,7 +51,7 @@ def mirror_list(params: DataParams, env_mirror: str | None) -> list[str]:
 
 def download(params: DataParams, out_dir: Path, env_mirror: str | None = None) -> None:
     """Fetch and check every file of params.dataset into out_dir, replacing it atomically."""
-    dataset = DATASETS[params.dataset]
+    dataset = get_dataset(params.dataset)
     mirrors = mirror_list(params, env_mirror)
     if not params.verify:
         log.warning("data.verify is false: checksums are not checked; use only a copy you trust")
@@ -97,7 +97,10 @@ def _fetch(source: str, dest: Path) -> None:
         path = Path(source)
     if not path.is_file():
         raise MirrorError(f"{path} does not exist")
-    shutil.copyfile(path, dest)
+    try:
+        shutil.copyfile(path, dest)
+    except OSError as exc:
+        raise MirrorError(f"cannot copy ({exc})") from None
 
 
 def _fetch_url(url: str, dest: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.cnn import evaluate, load_checkpoint
+from stages.cnn import Net, evaluate, load_checkpoint
 from stages.config import load_params
 from stages.figures import image_grid
 from stages.metrics import accuracy, confusion_rows, per_class_accuracy
@@ -28,7 +28,7 @@ N_EXAMPLES = 6
 MAX_MISCLASSIFIED = 36
 
 
-def score(model, data: ProcessedData, batch_size: int) -> tuple[dict, np.ndarray]:
+def score(model: Net, data: ProcessedData, batch_size: int) -> tuple[dict, np.ndarray]:
     """Metrics for metrics/cnn.json and the predicted class of every test image."""
     loss, predicted = evaluate(model, data.test_x, data.test_y, batch_size)
     metrics = {
@@ -73,7 +73,9 @@ def main() -> None:
     parser.add_argument("--misclassified", type=Path, required=True)
     args = parser.parse_args()
     params = load_params(args.params).cnn
-    model, _ = load_checkpoint(args.model)
+    log.info("test_batch_size %d", params.test_batch_size)
+    model, trained_with = load_checkpoint(args.model)
+    log.info("model trained with %s", trained_with)
     data = load_processed(args.data)
     metrics, predicted = score(model, data, params.test_batch_size)
     log.info("test_loss %.4f test_accuracy %.4f", metrics["test_loss"], metrics["test_accuracy"])

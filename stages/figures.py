@@ -5,13 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global figure state
 
-matplotlib.use("Agg")  # no display on CI or dvc queue workers
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from stages.runtime import atomic_path  # noqa: E402
+from stages.runtime import atomic_path
 
 SIDE = 28  # image side, pixels
 PAD = 3  # blank pixels around each image
@@ -51,7 +48,7 @@ def image_grid(
 
     width_px, height_px = mosaic.shape[1] * SCALE, mosaic.shape[0] * SCALE
     width_px = max(width_px, 320)  # room for the title over small grids
-    fig = plt.figure(figsize=(width_px / DPI, (height_px + HEADER_PX) / DPI), dpi=DPI)
+    fig = Figure(figsize=(width_px / DPI, (height_px + HEADER_PX) / DPI), dpi=DPI)
     ax = fig.add_axes(
         (0, 0, mosaic.shape[1] * SCALE / width_px, height_px / (height_px + HEADER_PX))
     )
@@ -74,4 +71,3 @@ def image_grid(
     with atomic_path(path) as tmp:
         # Matplotlib writes its version as PNG metadata; drop it so bytes depend on data only.
         fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
-    plt.close(fig)

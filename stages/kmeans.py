@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.metrics import pairwise_distances_argmin
 
 from stages.arrays import load_arrays, save_arrays
-from stages.config import KmeansParams
+from stages.runtime import PipelineError
+
+if TYPE_CHECKING:  # only an annotation: kmeans_test and plot_centroids do not read params
+    from stages.config import KmeansParams
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,12 @@ class KmeansModel:
 
 
 def fit(x: np.ndarray, n_clusters: int, params: KmeansParams) -> MiniBatchKMeans:
+    """MiniBatchKMeans with every result-changing argument taken from params."""
     if n_clusters > len(x):
-        raise ValueError(f"cannot make {n_clusters} clusters from {len(x)} images")
+        raise PipelineError(
+            f"kmeans.n_clusters: {n_clusters} clusters need at least as many training images, "
+            f"but there are {len(x)}"
+        )
     return MiniBatchKMeans(
         n_clusters=n_clusters,
         batch_size=params.batch_size,

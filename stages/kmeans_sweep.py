@@ -19,18 +19,13 @@ from stages.config import KmeansParams, load_params
 from stages.kmeans import KmeansModel, fit, infer_cluster_labels, save_model
 from stages.metrics import accuracy
 from stages.processed import ProcessedData, load_processed
-from stages.runtime import PipelineError, progress, run_main, write_csv, write_json
+from stages.runtime import progress, run_main, write_csv, write_json
 
 log = logging.getLogger("stages.kmeans_sweep")
 
 
 def sweep(data: ProcessedData, params: KmeansParams) -> tuple[list[dict], KmeansModel]:
     """One row of scores per cluster count, and the model for params.test_clusters."""
-    if max(params.n_clusters) > len(data.train_x):
-        raise PipelineError(
-            f"kmeans.n_clusters: {max(params.n_clusters)} clusters need at least as many "
-            f"training images, but there are {len(data.train_x)}"
-        )
     rows, chosen = [], None
     for k in progress(params.n_clusters, desc="k-means sweep", unit="fit"):
         estimator = fit(data.train_x, k, params)

@@ -11,6 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
+import numpy as np
 from sklearn.metrics import homogeneity_score
 
 from stages.kmeans import KmeansModel, load_model
@@ -21,7 +22,8 @@ from stages.runtime import run_main, write_csv, write_json
 log = logging.getLogger("stages.kmeans_test")
 
 
-def score(model: KmeansModel, data: ProcessedData):
+def score(model: KmeansModel, data: ProcessedData) -> tuple[dict, np.ndarray]:
+    """Metrics for metrics/kmeans_test.json and the predicted class of every test image."""
     clusters = model.assign(data.test_x)
     predicted = model.cluster_labels[clusters]
     metrics = {

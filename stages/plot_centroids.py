@@ -11,8 +11,19 @@ import math
 from pathlib import Path
 
 from stages.figures import image_grid
-from stages.kmeans import load_model
+from stages.kmeans import KmeansModel, load_model
 from stages.runtime import run_main
+
+
+def plot_centroids(model: KmeansModel, out: Path) -> None:
+    k = len(model.centroids)
+    image_grid(
+        model.centroids,
+        [model.classes[label] for label in model.cluster_labels],
+        out,
+        title=f"k-means centroids ({k} clusters), titled with each cluster's label",
+        ncols=math.ceil(math.sqrt(k)),
+    )
 
 
 def main() -> None:
@@ -20,15 +31,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    model = load_model(args.model)
-    k = len(model.centroids)
-    image_grid(
-        model.centroids,
-        [model.classes[label] for label in model.cluster_labels],
-        args.out,
-        title=f"k-means centroids ({k} clusters), titled with each cluster's label",
-        ncols=math.ceil(math.sqrt(k)),
-    )
+    plot_centroids(load_model(args.model), args.out)
 
 
 if __name__ == "__main__":

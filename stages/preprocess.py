@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.config import PreprocessParams, load_params
-from stages.datasets import DATASETS
+from stages.datasets import get_dataset
 from stages.idx import IdxError, read_images, read_labels
 from stages.processed import ProcessedData, save_processed
 from stages.runtime import run_main
@@ -30,6 +30,8 @@ def load_split(raw_dir: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     images_path = raw_dir / f"{prefix}-images-idx3-ubyte.gz"
     labels_path = raw_dir / f"{prefix}-labels-idx1-ubyte.gz"
     images, labels = read_images(images_path), read_labels(labels_path)
+    if len(images) == 0:
+        raise IdxError(f"{images_path} holds no images; the copy is damaged or not MNIST-like")
     if len(images) != len(labels):
         raise IdxError(
             f"{images_path} holds {len(images)} images but {labels_path} holds "
@@ -77,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     log.info("params: %s", params.preprocess)
-    cnn, kmeans = preprocess(args.raw, params.preprocess, DATASETS[params.data.dataset].classes)
+    cnn, kmeans = preprocess(args.raw, params.preprocess, get_dataset(params.data.dataset).classes)
     save_processed(args.cnn, cnn)
     save_processed(args.kmeans, kmeans)
     log.info("train %d images, test %d images", len(cnn.train_y), len(cnn.test_y))

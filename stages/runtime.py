@@ -63,8 +63,14 @@ def atomic_path(path: Path | str, directory: bool = False) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)
         if directory and path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            # A directory cannot replace a non-empty one: move the old one aside first, so an
+            # interruption leaves either the old or the new directory in place.
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from stages.config import ParamsError, load_params, parse_params
+from stages.datasets import get_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -46,7 +47,8 @@ def test_shipped_params_reproduce_the_notebooks():
         ("kmeans", "n_clusters", [10, 10], "without repeats"),
         ("kmeans", "test_clusters", 20, "kmeans.test_clusters: 20 is not in kmeans.n_clusters"),
         ("kmeans", "batch_size", -1, "kmeans.batch_size"),
-        ("data", "dataset", "cifar", "data.dataset: unknown data set 'cifar'"),
+        ("kmeans", "random_state", 2**32, "kmeans.random_state"),
+        ("cnn", "seed", 2**64, "cnn.seed"),
         ("data", "verify", "yes", "data.verify: expected bool"),
         ("data", "mirrors", "http://x/", "data.mirrors: expected a list"),
         ("preprocess", "std", 0.0, "preprocess.std"),
@@ -55,6 +57,12 @@ def test_shipped_params_reproduce_the_notebooks():
 def test_bad_value_names_its_key(section, key, value, message):
     with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(".", r"\.")):
         parse_params(with_change(section, key, value))
+
+
+def test_unknown_data_set_is_named_where_it_is_used():
+    with pytest.raises(ParamsError, match="data.dataset: unknown data set 'cifar'; choose one"):
+        get_dataset("cifar")
+    assert get_dataset("fashion-mnist").classes[0] == "T-shirt/top"
 
 
 def test_unknown_key_is_named():

@@ -46,6 +46,15 @@ def test_http_mirror(tiny_dataset, http_mirror, tiny_dir, tmp_path):
     assert_same_files(tmp_path / "raw", tiny_dir)
 
 
+def test_success_replaces_an_earlier_download_whole(tiny_dataset, http_mirror, tiny_dir, tmp_path):
+    out = tmp_path / "raw"
+    out.mkdir()
+    (out / "stale.gz").write_bytes(b"from an earlier run")
+    download(params(http_mirror), out)
+    assert_same_files(out, tiny_dir)  # the stale file is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no temporary leftovers
+
+
 @pytest.mark.parametrize("form", ["directory", "file-url"])
 def test_local_mirrors(tiny_dataset, tiny_dir, tmp_path, form):
     mirror = str(tiny_dir) if form == "directory" else tiny_dir.as_uri()

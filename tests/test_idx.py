@@ -83,6 +83,13 @@ def test_split_with_mismatched_counts(tmp_path):
         load_split(tmp_path, "train")
 
 
+def test_split_with_no_images(tmp_path):
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(0, np.uint8))
+    with pytest.raises(IdxError, match="holds no images"):
+        load_split(tmp_path, "t10k")
+
+
 def test_not_gzip_at_all(tmp_path):
     path = tmp_path / "images.gz"
     path.write_bytes(b"not gzip")

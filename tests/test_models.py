@@ -71,10 +71,16 @@ def test_checkpoint_round_trip_is_reproducible(tmp_path, tiny):
     assert before[0] == after[0] and np.array_equal(before[1], after[1])
 
 
-def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "cnn.pt").write_bytes(b"garbage")
     with pytest.raises(PipelineError, match="re-run train_cnn"):
         load_checkpoint(tmp_path / "cnn.pt")
+    torch.save({"weights": {}}, tmp_path / "other.pt")  # no state_dict key
+    with pytest.raises(PipelineError, match="re-run train_cnn"):
+        load_checkpoint(tmp_path / "other.pt")
+    torch.save({"state_dict": {"fc1.weight": torch.zeros(1)}, "params": {}}, tmp_path / "bad.pt")
+    with pytest.raises(PipelineError, match="re-run train_cnn"):
+        load_checkpoint(tmp_path / "bad.pt")
 
 
 def test_cluster_labels_are_the_majority_label():
@@ -105,5 +111,5 @@ def test_kmeans_model_predicts_like_sklearn_and_loads_without_pickle(tmp_path, t
 
 def test_fit_refuses_more_clusters_than_images(tiny):
     _, km_data = tiny
-    with pytest.raises(ValueError, match="cannot make 700 clusters from 600 images"):
+    with pytest.raises(PipelineError, match="700 clusters need at least as many training images"):
         fit(km_data.train_x, 700, KMEANS)
