@@ -25,7 +25,7 @@ class PipelineError(Exception):
 
 def interactive() -> bool:
     """Progress bars only in a terminal; CI and `dvc queue` workers get plain log lines."""
-    return sys.stderr.isatty() and not os.environ.get("CI")
+    return sys.stderr.isatty()
 
 
 def progress(items: Iterable[T], **kwargs) -> Iterable[T]:
