@@ -18,12 +18,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from stages.cnn import Net, device, evaluate, save_checkpoint
 from stages.config import CnnParams, load_params
+from stages.metrics import accuracy
 from stages.processed import ProcessedData, load_processed
 from stages.runtime import progress, run_main, write_csv
 
@@ -70,15 +70,15 @@ def train(data: ProcessedData, params: CnnParams) -> TrainResult:
                 train_log.append({"step": step, "epoch": epoch, "loss": loss.item()})
 
         test_loss, predictions = evaluate(model, data.test_x, data.test_y, params.test_batch_size)
-        accuracy = float(np.mean(predictions == data.test_y))
-        test_log.append({"epoch": epoch, "test_loss": test_loss, "test_accuracy": accuracy})
+        test_accuracy = accuracy(data.test_y, predictions)
+        test_log.append({"epoch": epoch, "test_loss": test_loss, "test_accuracy": test_accuracy})
         log.info(
             "epoch %d/%d train_loss %.4f test_loss %.4f test_accuracy %.4f",
             epoch,
             params.epochs,
             train_log[-1]["loss"],
             test_loss,
-            accuracy,
+            test_accuracy,
         )
     # Back to the default layout, so that checkpoints hold ordinary contiguous tensors.
     return TrainResult(model.cpu().to(memory_format=torch.contiguous_format), train_log, test_log)
