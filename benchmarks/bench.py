@@ -297,18 +297,23 @@ def worker_cnn_notebook(spec: Json) -> Json:
     return {"load_s": load_s, "n_train": len(train_set), "epochs": epochs}
 
 
+def _load_training_subset(path: str, n_train: int) -> tuple[Any, float]:
+    """The processed data with only its first n_train training images, and the seconds taken."""
+    from stages.processed import load_processed
+
+    start = time.perf_counter()
+    data = load_processed(path)
+    data = dataclasses.replace(data, train_x=data.train_x[:n_train], train_y=data.train_y[:n_train])
+    return data, time.perf_counter() - start
+
+
 def worker_cnn_pipeline(spec: Json) -> Json:
     """stages.train_cnn.train on data/processed/cnn.npz, with params.yaml's cnn section."""
     import stages.train_cnn as train_cnn
     from stages.config import load_params
-    from stages.processed import load_processed
 
     _set_threads(spec["threads"])
-    start = time.perf_counter()
-    data = load_processed(spec["cnn_npz"])
-    n_train = spec["n_train"]
-    data = dataclasses.replace(data, train_x=data.train_x[:n_train], train_y=data.train_y[:n_train])
-    load_s = time.perf_counter() - start
+    data, load_s = _load_training_subset(spec["cnn_npz"], spec["n_train"])
     params = dataclasses.replace(load_params(spec["params"]).cnn, epochs=spec["epochs"])
 
     # Warm-up, untimed (as the notebook worker's): one epoch of ten batches and a test pass
@@ -350,7 +355,7 @@ def worker_cnn_pipeline(spec: Json) -> Json:
             result.test_log, epoch_starts, marks, strict=True
         )
     ]
-    return {"load_s": load_s, "n_train": n_train, "total_s": total_s, "epochs": epochs}
+    return {"load_s": load_s, "n_train": spec["n_train"], "total_s": total_s, "epochs": epochs}
 
 
 def _notebook_cluster_labels(clusters: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
@@ -416,14 +421,9 @@ def worker_kmeans_pipeline(spec: Json) -> Json:
     import stages.kmeans_sweep as kmeans_sweep
     from stages.config import load_params
     from stages.metrics import accuracy
-    from stages.processed import load_processed
 
     _set_threads(spec["threads"])
-    start = time.perf_counter()
-    data = load_processed(spec["kmeans_npz"])
-    n_train = spec["n_train"]
-    data = dataclasses.replace(data, train_x=data.train_x[:n_train], train_y=data.train_y[:n_train])
-    load_s = time.perf_counter() - start
+    data, load_s = _load_training_subset(spec["kmeans_npz"], spec["n_train"])
     params = load_params(spec["params"]).kmeans
 
     fit = kmeans_sweep.fit
