@@ -57,3 +57,26 @@ def test_arrays_refuse_pickle_and_report_missing_members(tmp_path):
     (tmp_path / "z.npz").write_bytes(b"not a zip")
     with pytest.raises(PipelineError, match="cannot read"):
         load_arrays(tmp_path / "z.npz", ("a",))
+
+
+def test_loaded_arrays_are_private_copies_of_the_file(tmp_path):
+    path = tmp_path / "a.npz"
+    save_arrays(path, x=np.arange(12, dtype=np.float32).reshape(3, 4), empty=np.zeros((0, 5)))
+    before = path.read_bytes()
+    loaded = load_arrays(path, ("x", "empty"))
+    assert loaded["empty"].shape == (0, 5)
+    np.testing.assert_array_equal(loaded["x"], np.arange(12).reshape(3, 4))
+    loaded["x"][:] = -1  # writable, as torch.from_numpy wants, but the file does not change
+    assert path.read_bytes() == before
+    np.testing.assert_array_equal(load_arrays(path, ("x",))["x"][0], [0, 1, 2, 3])
+
+
+def test_arrays_refuse_files_not_written_by_save_arrays(tmp_path):
+    np.savez_compressed(tmp_path / "packed.npz", a=np.zeros(100))
+    with pytest.raises(PipelineError, match="compressed"):
+        load_arrays(tmp_path / "packed.npz", ("a",))
+    save_arrays(tmp_path / "whole.npz", a=np.zeros(1000))
+    data = (tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(PipelineError, match="cannot read"):
+        load_arrays(tmp_path / "cut.npz", ("a",))
