@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.cluster import MiniBatchKMeans
-from sklearn.metrics import pairwise_distances_argmin
 
 from stages.arrays import load_arrays, save_arrays
 from stages.runtime import PipelineError
 
 if TYPE_CHECKING:  # only an annotation: kmeans_test and plot_centroids do not read params
+    from sklearn.cluster import MiniBatchKMeans
+
     from stages.config import KmeansParams
+
+# scikit-learn is imported where it is used: importing it takes about 1 s, and
+# plot_centroids, which only reads the saved arrays, should not pay for it.
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class KmeansModel:
 
     def assign(self, x: np.ndarray) -> np.ndarray:
         """Index of the nearest centroid for each row of x (MiniBatchKMeans.predict)."""
+        from sklearn.metrics import pairwise_distances_argmin
+
         return pairwise_distances_argmin(x, self.centroids)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -42,6 +47,8 @@ def fit(x: np.ndarray, n_clusters: int, params: KmeansParams) -> MiniBatchKMeans
             f"kmeans.n_clusters: {n_clusters} clusters need at least as many training images, "
             f"but there are {len(x)}"
         )
+    from sklearn.cluster import MiniBatchKMeans
+
     return MiniBatchKMeans(
         n_clusters=n_clusters,
         batch_size=params.batch_size,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -15,6 +17,7 @@ from stages.kmeans import KmeansModel, fit, infer_cluster_labels, load_model, sa
 from stages.preprocess import preprocess
 from stages.runtime import PipelineError
 from stages.train_cnn import train
+from tests.conftest import ROOT
 
 CNN = CnnParams(
     seed=1, epochs=2, batch_size=64, test_batch_size=100, lr=0.05, momentum=0.5, log_interval=2
@@ -113,3 +116,12 @@ def test_fit_refuses_more_clusters_than_images(tiny):
     _, km_data = tiny
     with pytest.raises(PipelineError, match="700 clusters need at least as many training images"):
         fit(km_data.train_x, 700, KMEANS)
+
+
+def test_plot_centroids_does_not_import_scikit_learn():
+    # Importing scikit-learn costs about 1 s; drawing the centroids needs only the arrays.
+    code = "import sys, stages.plot_centroids; print([m for m in sys.modules if 'sklearn' in m])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"
