@@ -11,7 +11,9 @@ told by their checksums). One run measures:
 - CNN training, seconds per epoch and images/s: the notebook's way (a torchvision data set
   over the same IDX files, DataLoader(batch_size=64, shuffle=True), per-sample ToTensor and
   Normalize) against stages.train_cnn.train, alternating for --rounds rounds of one epoch;
-  then the test accuracy each reaches after --epochs epochs.
+  then the test accuracy each reaches after --epochs epochs. A third side runs the
+  notebook with the allocator setting every stage uses (runtime.keep_freed_memory), to
+  show how much of the difference that setting alone makes.
 - The pipeline's training GFLOP/s against the CPU's fp32 peak (derived from /proc/cpuinfo,
   and measured with a large sgemm and a large oneDNN convolution).
 - The k-means sweep: MiniBatchKMeans with scikit-learn's defaults over float64 pixels/255
@@ -514,6 +516,12 @@ WORKERS: dict[str, Callable[[Json], Json]] = {
 
 def run_worker_here(spec_json: str) -> None:
     spec = json.loads(spec_json)
+    # Every stage runs with the allocator setting that runtime.run_main applies; the
+    # pipeline's workers get it too, and the notebook's only when a comparison asks.
+    if spec["task"].endswith("-pipeline") or spec.get("keep_freed_memory"):
+        from stages.runtime import keep_freed_memory
+
+        keep_freed_memory()
     result = WORKERS[spec["task"]](spec)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
@@ -715,14 +723,26 @@ def _summary(rounds: list[Json], key: str) -> Json:
     }
 
 
+# The CNN comparison's sides: worker task and extra spec. "notebook_malloc" is the notebook
+# with the pipeline's allocator setting (runtime.keep_freed_memory), to show what that
+# setting alone is worth; it is measured only at full size.
+CNN_SIDES: dict[str, tuple[str, Json]] = {
+    "notebook": ("cnn-notebook", {}),
+    "pipeline": ("cnn-pipeline", {}),
+    "notebook_malloc": ("cnn-notebook", {"keep_freed_memory": True}),
+}
+
+
 def measure_cnn_rounds(setup: Setup, rounds: int, n_train: int = 60_000) -> Json:
-    """Alternate one-epoch runs of the two sides (ABBA order); compare round by round."""
+    """Alternate one-epoch runs of the sides (order rotating each round); compare per round."""
+    sides = list(CNN_SIDES) if n_train == 60_000 else ["notebook", "pipeline"]
     results = []
     for i in range(rounds):
-        order = ("notebook", "pipeline") if i % 2 == 0 else ("pipeline", "notebook")
+        order = sides[i % len(sides) :] + sides[: i % len(sides)]
         row: Json = {}
         for side in order:
-            run = worker(setup, f"cnn-{side}", epochs=1, n_train=n_train)
+            task, extra = CNN_SIDES[side]
+            run = worker(setup, task, epochs=1, n_train=n_train, **extra)
             stats = _epoch_stats(run)
             epoch = run["epochs"][0]
             row[side] = stats | {
@@ -739,7 +759,7 @@ def measure_cnn_rounds(setup: Setup, rounds: int, n_train: int = 60_000) -> Json
                 stats["test_s_per_epoch"],
             )
         results.append(row)
-    return {
+    out = {
         "n_train": n_train,
         "rounds": results,
         "train_epoch_s": _summary(results, "train_s_per_epoch"),
@@ -749,6 +769,10 @@ def measure_cnn_rounds(setup: Setup, rounds: int, n_train: int = 60_000) -> Json
             "pipeline_median": statistics.median(r["pipeline"]["images_per_s"] for r in results),
         },
     }
+    if "notebook_malloc" in sides:
+        tuned = [{"notebook": r["notebook_malloc"], "pipeline": r["pipeline"]} for r in results]
+        out["train_epoch_s_notebook_malloc"] = _summary(tuned, "train_s_per_epoch")
+    return out
 
 
 def measure_cnn_accuracy(setup: Setup, epochs: int) -> Json:
@@ -942,6 +966,17 @@ def render_markdown(results: Json) -> str:
             "",
         ),
     ]
+    tuned = cnn.get("train_epoch_s_notebook_malloc")
+    if tuned:
+        lines.append(
+            _row(
+                "training epoch, s, the notebook with the pipeline's allocator setting "
+                "(median; min)",
+                f"{tuned['notebook_median']:.2f}; {tuned['notebook_min']:.2f}",
+                f"{tuned['pipeline_median']:.2f}; {tuned['pipeline_min']:.2f}",
+                f"{tuned['ratio_median']:.2f}x",
+            )
+        )
     acc = results.get("cnn_accuracy")
     if acc:
         per_epoch = {side: acc[side]["train_s_per_epoch"] for side in ("notebook", "pipeline")}
