@@ -5,8 +5,9 @@ different bytes (and different DVC hashes) on every run. This writes the same zi
 layout, uncompressed, with a fixed timestamp. np.load reads such a file, but copies every
 member and checks its CRC (0.1-0.5 s for the 188 MB of training images); load_arrays
 instead maps each member's bytes straight from the file, copy-on-write, so a stage pays
-only for the pages it touches. Object arrays are refused both ways: loading never
-unpickles, so it never executes code.
+only for the pages it touches. Without the CRC check, a damaged byte inside an array is
+not noticed here; DVC's md5 of every output is what guards the files. Object arrays are
+refused both ways: loading never unpickles, so it never executes code.
 """
 
 from __future__ import annotations
@@ -31,8 +32,25 @@ def save_arrays(path: Path | str, **arrays: np.ndarray) -> None:
             if array.dtype == object:
                 raise TypeError(f"{name}: object arrays would need pickle")
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
+            info.extra = _alignment_padding(archive.fp.tell(), info.filename)
             with archive.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+# Each member's .npy starts on a 64-byte boundary in the file, and .npy pads its own header
+# to 64 bytes, so mapped arrays are aligned as numpy and BLAS expect.
+_ALIGN = 64
+_PADDING_ID = 0xD935  # the extra-field id Android's zipalign uses; zip readers skip it
+_ZIP64_LOCAL_EXTRA = 20  # what zipfile adds to the local header with force_zip64
+
+
+def _alignment_padding(header_offset: int, filename: str) -> bytes:
+    """A zip extra field that makes the member's data start on an _ALIGN boundary."""
+    header_end = (
+        header_offset + _LOCAL_HEADER.size + len(filename.encode()) + 4 + _ZIP64_LOCAL_EXTRA
+    )
+    size = -header_end % _ALIGN
+    return struct.pack("<HH", _PADDING_ID, size) + bytes(size)
 
 
 def load_arrays(path: Path | str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -45,8 +63,8 @@ def load_arrays(path: Path | str, names: tuple[str, ...]) -> dict[str, np.ndarra
                 raise PipelineError(
                     f"{path}: missing {', '.join(missing)}; re-run the stage that writes it"
                 )
-            return {n: _map_member(path, file, members[n]) for n in names}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            return {n: _map_member(file, members[n]) for n in names}
+    except (OSError, ValueError, struct.error, zipfile.BadZipFile) as exc:
         raise PipelineError(
             f"{path}: cannot read ({exc}); re-run the stage that writes it"
         ) from None
@@ -59,15 +77,20 @@ _NPY_HEADER_READERS = {
 }
 
 
-def _map_member(path: Path | str, file: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
-    """One stored .npy member as an array backed by the file's pages (writes stay private)."""
+def _member_start(file: BinaryIO, info: zipfile.ZipInfo) -> int:
+    """Where a stored member's bytes begin: after its local header, name and extra field."""
     if info.compress_type != zipfile.ZIP_STORED:
         raise ValueError(f"{info.filename} is compressed; save_arrays never writes that")
     file.seek(info.header_offset)
     signature, name_length, extra_length = _LOCAL_HEADER.unpack(file.read(_LOCAL_HEADER.size))
     if signature != b"PK\x03\x04":
         raise ValueError(f"{info.filename}: damaged zip entry")
-    member_start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+    return info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+
+
+def _map_member(file: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
+    """One member's .npy as an array backed by the file's pages (writes stay private)."""
+    member_start = _member_start(file, info)
     file.seek(member_start)
     version = np.lib.format.read_magic(file)
     if version not in _NPY_HEADER_READERS:
@@ -82,5 +105,5 @@ def _map_member(path: Path | str, file: BinaryIO, info: zipfile.ZipInfo) -> np.n
     if nbytes == 0:  # an empty mapping is not allowed
         return np.empty(shape, dtype)
     order = "F" if fortran_order else "C"
-    mapped = np.memmap(path, dtype=dtype, mode="c", offset=data_start, shape=shape, order=order)
+    mapped = np.memmap(file, dtype=dtype, mode="c", offset=data_start, shape=shape, order=order)
     return np.asarray(mapped)  # a plain ndarray; it keeps the mapping alive
