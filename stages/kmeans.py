@@ -2,6 +2,9 @@
 
 The saved model (models/kmeans.npz) holds only arrays: the centroids, each cluster's
 label and the class names. Loading it runs no code, unlike a pickled estimator.
+
+scikit-learn is imported inside the functions that use it: importing it takes about 1 s,
+and plot_centroids, which only reads the saved arrays, should not pay for it.
 """
 
 from __future__ import annotations
@@ -19,9 +22,6 @@ if TYPE_CHECKING:  # only an annotation: kmeans_test and plot_centroids do not r
     from sklearn.cluster import MiniBatchKMeans
 
     from stages.config import KmeansParams
-
-# scikit-learn is imported where it is used: importing it takes about 1 s, and
-# plot_centroids, which only reads the saved arrays, should not pay for it.
 
 
 @dataclass(frozen=True)

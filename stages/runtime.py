@@ -42,8 +42,8 @@ def keep_freed_memory() -> None:
     """Ask glibc to keep freed memory for reuse instead of handing it back to the kernel.
 
     With glibc's defaults, each CNN training step returns a few MB to the kernel and
-    page-faults them back on the next step: 600-900 page faults per step, which made an
-    epoch take 3.4-3.7 s instead of 2.2-2.7 s on this project's VM. Blocks under 32 MB
+    page-faults them back on the next step: 300-1,000 page faults per step, and an epoch
+    took 2.5-4.1 s instead of 2.0-2.1 s on this project's VM. Blocks under 32 MB
     now come from the heap, and the heap is not trimmed, so freed blocks are reused. Peak
     memory stays the same. It changes no result. Without glibc (macOS, Windows) it does
     nothing.
