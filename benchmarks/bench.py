@@ -1132,7 +1132,9 @@ def render_markdown(results: Json) -> str:
         "Each number comes from a fresh Python process (start-up and imports not timed); the",
         "two sides alternate. Per-round values are in the JSON file. On a shared virtual machine",
         "the same work can take twice as long from one minute to the next: compare medians and",
-        "minimums, not single runs.",
+        "minimums, not single runs. The pipeline's side always runs with the allocator",
+        "setting that every stage uses (stages.runtime.keep_freed_memory), the k-means sweep",
+        "included; the notebook's side has it only in the CNN row that says so.",
         "",
     ]
     return "\n".join(lines)
