@@ -24,24 +24,33 @@ from stages.runtime import PipelineError, atomic_path
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
-
-def save_arrays(path: Path | str, **arrays: np.ndarray) -> None:
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
-        for name, array in arrays.items():
-            array = np.asarray(array)
-            if array.dtype == object:
-                raise TypeError(f"{name}: object arrays would need pickle")
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
-            info.extra = _alignment_padding(archive.fp.tell(), info.filename)
-            with archive.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, array, allow_pickle=False)
-
-
 # Each member's .npy starts on a 64-byte boundary in the file, and .npy pads its own header
 # to 64 bytes, so mapped arrays are aligned as numpy and BLAS expect.
 _ALIGN = 64
 _PADDING_ID = 0xD935  # the extra-field id Android's zipalign uses; zip readers skip it
 _ZIP64_LOCAL_EXTRA = 20  # what zipfile adds to the local header with force_zip64
+
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, fixed fields, name and extra lengths
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def save_arrays(path: Path | str, **arrays: np.ndarray) -> None:
+    with (
+        atomic_path(path) as tmp,
+        open(tmp, "wb") as file,
+        zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive,
+    ):
+        for name, array in arrays.items():
+            array = np.asarray(array)
+            if array.dtype == object:
+                raise TypeError(f"{name}: object arrays would need pickle")
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
+            info.extra = _alignment_padding(file.tell(), info.filename)
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
 
 
 def _alignment_padding(header_offset: int, filename: str) -> bytes:
@@ -56,7 +65,7 @@ def _alignment_padding(header_offset: int, filename: str) -> bytes:
 def load_arrays(path: Path | str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The named arrays, memory-mapped; a missing file or member is a PipelineError naming it."""
     try:
-        with zipfile.ZipFile(path) as archive, open(path, "rb") as file:
+        with open(path, "rb") as file, zipfile.ZipFile(file) as archive:
             members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
             missing = [n for n in names if n not in members]
             if missing:
@@ -68,13 +77,6 @@ def load_arrays(path: Path | str, names: tuple[str, ...]) -> dict[str, np.ndarra
         raise PipelineError(
             f"{path}: cannot read ({exc}); re-run the stage that writes it"
         ) from None
-
-
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, fixed fields, name and extra lengths
-_NPY_HEADER_READERS = {
-    (1, 0): np.lib.format.read_array_header_1_0,
-    (2, 0): np.lib.format.read_array_header_2_0,
-}
 
 
 def _member_start(file: BinaryIO, info: zipfile.ZipInfo) -> int:
