@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import platform
-import subprocess
 import sys
 import zipfile
 
@@ -19,7 +18,7 @@ from stages.kmeans import KmeansModel, fit, infer_cluster_labels, load_model, sa
 from stages.preprocess import preprocess
 from stages.runtime import PipelineError
 from stages.train_cnn import SGD, train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run
 
 CNN = CnnParams(
     seed=1, epochs=2, batch_size=64, test_batch_size=100, lr=0.05, momentum=0.5, log_interval=2
@@ -99,13 +98,7 @@ print(sorted(m for m in sys.modules if m.startswith("torch._dynamo")))
 
 def test_training_does_not_import_torch_dynamo(tmp_path):
     # torch.optim's first use imports torch._dynamo: about 1 s of train_cnn's start-up.
-    out = subprocess.run(
-        [sys.executable, "-c", TRAIN_IN_A_FRESH_PROCESS, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
+    out = run([sys.executable, "-c", TRAIN_IN_A_FRESH_PROCESS, str(tmp_path)], ROOT)
     assert out.stdout.strip() == "[]"
 
 
@@ -134,13 +127,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50)
 def test_training_steps_reuse_freed_memory_instead_of_faulting_it_back():
     # glibc's defaults return freed blocks to the kernel and fault them back in: 25-850
     # page faults per step here, up to a third of the step's time.
-    out = subprocess.run(
-        [sys.executable, "-c", TRAINING_STEP_PAGE_FAULTS],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
+    out = run([sys.executable, "-c", TRAINING_STEP_PAGE_FAULTS], ROOT)
     assert float(out.stdout) < 10
 
 
@@ -204,7 +191,5 @@ def test_fit_refuses_more_clusters_than_images(tiny):
 def test_plot_centroids_does_not_import_scikit_learn():
     # Importing scikit-learn costs about 1 s; drawing the centroids needs only the arrays.
     code = "import sys, stages.plot_centroids; print([m for m in sys.modules if 'sklearn' in m])"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
+    out = run([sys.executable, "-c", code], ROOT)
     assert out.stdout.strip() == "[]"
