@@ -1,1 +1,1 @@
-"""The pipeline stages: one module per DVC stage, plus the small modules they share."""
+"""The seven DVC stages, one module each; `dvc.yaml` runs them as `python -m stages.NAME`."""

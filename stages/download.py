@@ -28,9 +28,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from stages.config import DataParams, load_params
-from stages.datasets import DATASETS, FILES, get_dataset
-from stages.runtime import PipelineError, atomic_path, interactive, run_main
+from mnist_pipeline.config import DataParams, load_params
+from mnist_pipeline.datasets import DATASETS, FILES, get_dataset
+from mnist_pipeline.runtime import PipelineError, atomic_path, run_main
 
 log = logging.getLogger("stages.download")
 
@@ -115,7 +115,7 @@ def _fetch_url(url: str, dest: Path) -> None:
                     unit="B",
                     unit_scale=True,
                     desc=dest.name,
-                    disable=not interactive(),
+                    disable=None,  # no bar unless stderr is a terminal
                     leave=False,
                 ) as bar,
             ):
@@ -151,10 +151,9 @@ def _check_gzip(path: Path, md5: str | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", type=Path, required=True, help="directory for the .gz files")
     args = parser.parse_args()
-    params = load_params(args.params).data
+    params = load_params().data
     log.info("params: %s", params)
     download(params, args.out, os.environ.get("DATA_MIRROR") or None)
 

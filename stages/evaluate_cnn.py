@@ -1,6 +1,6 @@
 """Stage evaluate_cnn: score the trained CNN on the test set.
 
-Reads: --model (models/cnn.pt), --data (data/processed/cnn.npz); params cnn.test_batch_size.
+Reads: --model (models/cnn.pt), --data (data/processed/cnn); params cnn.test_batch_size.
 Writes: --metrics (metrics/cnn.json: test loss, accuracy, per-class accuracy);
 --confusion (plots/cnn/confusion.csv: actual and predicted class of each test image);
 --examples (plots/cnn/examples.png: the first six test images, the notebook's figure);
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.cnn import Net, evaluate, load_checkpoint
-from stages.config import load_params
-from stages.figures import image_grid
-from stages.metrics import accuracy, confusion_rows, per_class_accuracy
-from stages.processed import ProcessedData, load_processed
-from stages.runtime import run_main, write_csv, write_json
+from mnist_pipeline.cnn import Net, evaluate, load_checkpoint
+from mnist_pipeline.config import load_params
+from mnist_pipeline.figures import image_grid
+from mnist_pipeline.metrics import accuracy, confusion_rows, per_class_accuracy
+from mnist_pipeline.processed import ProcessedData, load_processed
+from mnist_pipeline.runtime import run_main, write_csv, write_json
 
 log = logging.getLogger("stages.evaluate_cnn")
 
@@ -64,7 +64,6 @@ def draw(data: ProcessedData, predicted: np.ndarray, examples: Path, misclassifi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
@@ -72,7 +71,7 @@ def main() -> None:
     parser.add_argument("--examples", type=Path, required=True)
     parser.add_argument("--misclassified", type=Path, required=True)
     args = parser.parse_args()
-    params = load_params(args.params).cnn
+    params = load_params().cnn
     log.info("test_batch_size %d", params.test_batch_size)
     model, trained_with = load_checkpoint(args.model)
     log.info("model trained with %s", trained_with)

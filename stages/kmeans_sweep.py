@@ -1,6 +1,6 @@
 """Stage kmeans_sweep: MiniBatchKMeans for each cluster count, scored on the training set.
 
-Reads: --data (data/processed/kmeans.npz); params kmeans.n_clusters, kmeans.test_clusters,
+Reads: --data (data/processed/kmeans); params kmeans.n_clusters, kmeans.test_clusters,
 kmeans.batch_size, kmeans.n_init, kmeans.max_iter, kmeans.random_state.
 Writes: --metrics (metrics/kmeans_sweep.json: inertia, homogeneity and accuracy per
 cluster count); --plot (plots/kmeans/sweep.csv: the same as rows); --model
@@ -15,11 +15,11 @@ from pathlib import Path
 
 from sklearn.metrics import homogeneity_score
 
-from stages.config import KmeansParams, load_params
-from stages.kmeans import KmeansModel, fit, infer_cluster_labels, save_model
-from stages.metrics import accuracy
-from stages.processed import ProcessedData, load_processed
-from stages.runtime import progress, run_main, write_csv, write_json
+from mnist_pipeline.config import KmeansParams, load_params
+from mnist_pipeline.kmeans import KmeansModel, fit, infer_cluster_labels, save_model
+from mnist_pipeline.metrics import accuracy
+from mnist_pipeline.processed import ProcessedData, load_processed
+from mnist_pipeline.runtime import progress, run_main, write_csv, write_json
 
 log = logging.getLogger("stages.kmeans_sweep")
 
@@ -53,13 +53,12 @@ def sweep(data: ProcessedData, params: KmeansParams) -> tuple[list[dict], Kmeans
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--plot", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True)
     args = parser.parse_args()
-    params = load_params(args.params).kmeans
+    params = load_params().kmeans
     log.info("params: %s", params)
     rows, model = sweep(load_processed(args.data), params)
     write_json(args.metrics, {str(row["n_clusters"]): row for row in rows})

@@ -1,6 +1,6 @@
 """Stage kmeans_test: score the chosen k-means model on the test set.
 
-Reads: --model (models/kmeans.npz), --data (data/processed/kmeans.npz).
+Reads: --model (models/kmeans.npz), --data (data/processed/kmeans).
 Writes: --metrics (metrics/kmeans_test.json: accuracy, homogeneity, per-class accuracy);
 --confusion (plots/kmeans/confusion.csv: actual and predicted class of each test image).
 """
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import homogeneity_score
 
-from stages.kmeans import KmeansModel, load_model
-from stages.metrics import accuracy, confusion_rows, per_class_accuracy
-from stages.processed import ProcessedData, load_processed
-from stages.runtime import run_main, write_csv, write_json
+from mnist_pipeline.kmeans import KmeansModel, load_model
+from mnist_pipeline.metrics import accuracy, confusion_rows, per_class_accuracy
+from mnist_pipeline.processed import ProcessedData, load_processed
+from mnist_pipeline.runtime import run_main, write_csv, write_json
 
 log = logging.getLogger("stages.kmeans_test")
 

@@ -10,9 +10,9 @@ import argparse
 import math
 from pathlib import Path
 
-from stages.figures import image_grid
-from stages.kmeans import KmeansModel, load_model
-from stages.runtime import run_main
+from mnist_pipeline.figures import image_grid
+from mnist_pipeline.kmeans import KmeansModel, load_model
+from mnist_pipeline.runtime import run_main
 
 
 def plot_centroids(model: KmeansModel, out: Path) -> None:

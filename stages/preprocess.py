@@ -2,10 +2,11 @@
 
 Reads: the download directory (data/raw/); params data.dataset (class names),
 preprocess.mean, preprocess.std.
-Writes: --cnn (data/processed/cnn.npz): float32 images of shape (N, 1, 28, 28),
+Writes: --cnn (data/processed/cnn/): float32 images of shape (N, 1, 28, 28),
 scaled to [0, 1] then normalized with (x - mean) / std, as torchvision's ToTensor and
-Normalize do; --kmeans (data/processed/kmeans.npz): float32 rows of 784 pixels in [0, 1].
-Both hold int64 labels and the class names.
+Normalize do; --kmeans (data/processed/kmeans/): float32 rows of 784 pixels in [0, 1].
+Both folders hold int64 labels and the class names, one .npy file per array
+(mnist_pipeline.processed).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.config import PreprocessParams, load_params
-from stages.datasets import get_dataset
-from stages.idx import IdxError, read_images, read_labels
-from stages.processed import ProcessedData, save_processed
-from stages.runtime import run_main
+from mnist_pipeline.config import PreprocessParams, load_params
+from mnist_pipeline.datasets import get_dataset
+from mnist_pipeline.idx import IdxError, read_images, read_labels
+from mnist_pipeline.processed import ProcessedData, save_processed
+from mnist_pipeline.runtime import run_main
 
 log = logging.getLogger("stages.preprocess")
 
@@ -74,12 +75,11 @@ def preprocess(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--raw", type=Path, required=True)
     parser.add_argument("--cnn", type=Path, required=True)
     parser.add_argument("--kmeans", type=Path, required=True)
     args = parser.parse_args()
-    params = load_params(args.params)
+    params = load_params()
     log.info("params: %s", params.preprocess)
     cnn, kmeans = preprocess(args.raw, params.preprocess, get_dataset(params.data.dataset).classes)
     save_processed(args.cnn, cnn)

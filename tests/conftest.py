@@ -22,13 +22,37 @@ BIN = Path(sys.executable).parent
 # What a user's clone holds (besides outputs): copied into every test repo.
 PROJECT_FILES = (
     "stages",
+    "mnist_pipeline",
     "dvc.yaml",
-    "params.yaml",
     ".dvc/config",
     ".dvc/plots",
     ".dvcignore",
     ".gitignore",
 )
+
+# The notebooks' params, written by the tests themselves: a user's own params.yaml (say,
+# switched to fashion-mnist) must not change what the tests run.
+NOTEBOOK_PARAMS = {
+    "data": {"dataset": "mnist", "mirrors": [], "verify": True},
+    "preprocess": {"mean": 0.1307, "std": 0.3081},
+    "cnn": {
+        "seed": 1,
+        "epochs": 5,
+        "batch_size": 64,
+        "test_batch_size": 1000,
+        "lr": 0.01,
+        "momentum": 0.5,
+        "log_interval": 10,
+    },
+    "kmeans": {
+        "n_clusters": [10, 16, 36, 64, 144, 256],
+        "test_clusters": 256,
+        "batch_size": 1024,
+        "n_init": 1,
+        "max_iter": 100,
+        "random_state": 0,
+    },
+}
 
 # Small enough for seconds per stage, big enough that both models learn the classes.
 TINY_PARAMS = {
@@ -112,6 +136,12 @@ def set_params(repo: Path, changes: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def write_params(directory: Path, changes: dict | None = None) -> None:
+    """Write the notebooks' params, with nested `changes` merged in, as directory/params.yaml."""
+    (directory / "params.yaml").write_text(yaml.safe_dump(NOTEBOOK_PARAMS, sort_keys=False))
+    set_params(directory, changes or {})
+
+
 def make_repo(path: Path) -> Path:
     """Copy the project into a fresh git repo, with the tiny-data params."""
     path.mkdir(parents=True)
@@ -122,7 +152,7 @@ def make_repo(path: Path) -> Path:
         elif source.exists():
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, path / name)
-    set_params(path, TINY_PARAMS)
+    write_params(path, TINY_PARAMS)
     git(path, "init", "-q", "-b", "main")
     git(path, "config", "user.name", "test")  # dvc exp commits need an identity
     git(path, "config", "user.email", "test@example.com")

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
 
-from stages.config import ParamsError, load_params, parse_params
-from stages.datasets import get_dataset
+from mnist_pipeline.config import ParamsError, load_params, parse_params
+from mnist_pipeline.datasets import get_dataset
+from tests.conftest import NOTEBOOK_PARAMS, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+DEFAULTS = NOTEBOOK_PARAMS
 
 
 def with_change(section: str, key: str, value) -> dict:
@@ -21,8 +20,15 @@ def with_change(section: str, key: str, value) -> dict:
     return raw
 
 
-def test_shipped_params_reproduce_the_notebooks():
-    params = load_params(ROOT / "params.yaml")
+def test_shipped_params_are_valid_and_have_the_keys_the_tests_use():
+    # Only the structure: a user may have switched data.dataset or any value.
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert {s: set(v) for s, v in shipped.items()} == {s: set(v) for s, v in DEFAULTS.items()}
+    load_params(ROOT / "params.yaml")
+
+
+def test_notebook_params_reproduce_the_notebooks():
+    params = parse_params(DEFAULTS)
     assert params.data.dataset == "mnist" and params.data.verify is True
     assert (params.preprocess.mean, params.preprocess.std) == (0.1307, 0.3081)
     cnn = params.cnn

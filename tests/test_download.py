@@ -11,10 +11,10 @@ import threading
 
 import pytest
 
-from stages.config import DataParams
-from stages.datasets import DATASETS, FILES, Dataset
+from mnist_pipeline.config import DataParams
+from mnist_pipeline.datasets import DATASETS, FILES, Dataset
+from mnist_pipeline.runtime import PipelineError
 from stages.download import download, mirror_list
-from stages.runtime import PipelineError
 from tests.conftest import serve
 
 DEAD = "http://127.0.0.1:9/"  # the discard port: connection refused

@@ -88,5 +88,5 @@ def test_push_then_pull_in_a_fresh_clone_needs_no_rerun(repo_copy, tmp_path):
     dvc(clone, "pull")
     assert json.loads(dvc(clone, "status", "--json").stdout) == {}
     assert ran_stages(dvc(clone, "repro").stdout) == set()
-    for path in ("models/cnn.pt", "models/kmeans.npz", "data/processed/cnn.npz"):
+    for path in ("models/cnn.pt", "models/kmeans.npz", "data/processed/cnn/train_x.npy"):
         assert (clone / path).read_bytes() == (repo_copy / path).read_bytes()

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from stages.idx import IdxError, read_idx, read_images, read_labels, write_idx
+from mnist_pipeline.idx import IdxError, read_idx, read_images, read_labels, write_idx
 from stages.preprocess import load_split
 
 

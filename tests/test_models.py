@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import platform
 import sys
 import zipfile
@@ -12,12 +11,12 @@ import pytest
 import torch
 from sklearn.cluster import MiniBatchKMeans
 
-from stages.cnn import Net, evaluate, load_checkpoint, save_checkpoint
-from stages.config import CnnParams, KmeansParams, PreprocessParams
-from stages.kmeans import KmeansModel, fit, infer_cluster_labels, load_model, save_model
+from mnist_pipeline.cnn import Net, evaluate, load_checkpoint, save_checkpoint
+from mnist_pipeline.config import CnnParams, KmeansParams, PreprocessParams
+from mnist_pipeline.kmeans import KmeansModel, fit, infer_cluster_labels, load_model, save_model
+from mnist_pipeline.runtime import PipelineError
 from stages.preprocess import preprocess
-from stages.runtime import PipelineError
-from stages.train_cnn import SGD, train
+from stages.train_cnn import train
 from tests.conftest import ROOT, run
 
 CNN = CnnParams(
@@ -62,52 +61,12 @@ def test_training_learns_and_is_deterministic(tiny):
     assert [row["step"] for row in first.train_log] == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
 
 
-def test_sgd_updates_exactly_like_torch_optim_sgd():
-    torch.manual_seed(0)
-    ours, reference = Net(), Net()
-    reference.load_state_dict(ours.state_dict())
-    start = copy.deepcopy(ours.state_dict())
-    opt_ours = SGD(ours.parameters(), lr=0.05, momentum=0.5)
-    opt_ref = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.5)
-    for _ in range(5):
-        x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
-        for model, opt in ((ours, opt_ours), (reference, opt_ref)):
-            opt.zero_grad()
-            torch.nn.functional.nll_loss(model.eval()(x), y).backward()
-            opt.step()
-    for a, b in zip(ours.state_dict().values(), reference.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-    assert not torch.equal(ours.fc2.weight, start["fc2.weight"])  # it did move
-
-
-TRAIN_IN_A_FRESH_PROCESS = """
-import sys
-from pathlib import Path
-from stages.config import PreprocessParams
-from stages.preprocess import preprocess
-from stages.train_cnn import train
-from tests.test_models import CNN
-from tests.tiny_data import write_tiny_dataset
-
-write_tiny_dataset(Path(sys.argv[1]))
-cnn, _ = preprocess(Path(sys.argv[1]), PreprocessParams(0.1307, 0.3081), tuple("0123456789"))
-train(cnn, CNN)
-print(sorted(m for m in sys.modules if m.startswith("torch._dynamo")))
-"""
-
-
-def test_training_does_not_import_torch_dynamo(tmp_path):
-    # torch.optim's first use imports torch._dynamo: about 1 s of train_cnn's start-up.
-    out = run([sys.executable, "-c", TRAIN_IN_A_FRESH_PROCESS, str(tmp_path)], ROOT)
-    assert out.stdout.strip() == "[]"
-
-
 TRAINING_STEP_PAGE_FAULTS = """
 import resource, sys
-from stages.runtime import keep_freed_memory
+from stages.train_cnn import keep_freed_memory
 keep_freed_memory()
 import torch
-from stages.cnn import Net
+from mnist_pipeline.cnn import Net
 torch.manual_seed(0)
 model = Net().to(memory_format=torch.channels_last)
 x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))

@@ -7,12 +7,11 @@ import pytest
 import torch
 from torchvision import transforms
 
-from stages.arrays import load_arrays, save_arrays
-from stages.config import PreprocessParams
-from stages.idx import read_images
+from mnist_pipeline.config import PreprocessParams
+from mnist_pipeline.idx import read_images
+from mnist_pipeline.processed import ProcessedData, load_processed, save_processed
+from mnist_pipeline.runtime import PipelineError
 from stages.preprocess import preprocess
-from stages.processed import load_processed, save_processed
-from stages.runtime import PipelineError
 
 PARAMS = PreprocessParams(mean=0.1307, std=0.3081)
 
@@ -39,67 +38,47 @@ def test_kmeans_input_is_flat_and_in_unit_range(tiny_dir):
 
 def test_processed_round_trip_and_identical_bytes(tiny_dir, tmp_path):
     cnn, _ = preprocess(tiny_dir, PARAMS, ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j"))
-    save_processed(tmp_path / "one.npz", cnn)
-    save_processed(tmp_path / "two.npz", cnn)
-    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
-    loaded = load_processed(tmp_path / "one.npz")
+    save_processed(tmp_path / "one", cnn)
+    save_processed(tmp_path / "two", cnn)
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == ["classes.npy", "test_x.npy", "test_y.npy", "train_x.npy", "train_y.npy"]
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    loaded = load_processed(tmp_path / "one")
     assert loaded.classes == cnn.classes
     np.testing.assert_array_equal(loaded.train_x, cnn.train_x)
+    np.testing.assert_array_equal(loaded.test_y, cnn.test_y)
+    assert isinstance(loaded.test_x, np.memmap)  # mapped: a stage pays for the pages it reads
 
 
-def test_arrays_refuse_pickle_and_report_missing_members(tmp_path):
-    with pytest.raises(TypeError, match="pickle"):
-        save_arrays(tmp_path / "x.npz", bad=np.array([{"a": 1}], dtype=object))
-    assert not (tmp_path / "x.npz").exists()
-    save_arrays(tmp_path / "y.npz", a=np.zeros(2))
-    with pytest.raises(PipelineError, match="missing b"):
-        load_arrays(tmp_path / "y.npz", ("a", "b"))
-    (tmp_path / "z.npz").write_bytes(b"not a zip")
-    with pytest.raises(PipelineError, match="cannot read"):
-        load_arrays(tmp_path / "z.npz", ("a",))
+def test_loaded_arrays_are_private_copies_of_the_files(tiny_dir, tmp_path):
+    cnn, _ = preprocess(tiny_dir, PARAMS, tuple("0123456789"))
+    save_processed(tmp_path / "cnn", cnn)
+    before = (tmp_path / "cnn/train_x.npy").read_bytes()
+    loaded = load_processed(tmp_path / "cnn")
+    loaded.train_x[:] = -1  # writable, as torch.from_numpy wants, but the file does not change
+    assert (tmp_path / "cnn/train_x.npy").read_bytes() == before
 
 
-def test_loaded_arrays_are_private_copies_of_the_file(tmp_path):
-    path = tmp_path / "a.npz"
-    save_arrays(path, x=np.arange(12, dtype=np.float32).reshape(3, 4), empty=np.zeros((0, 5)))
-    before = path.read_bytes()
-    loaded = load_arrays(path, ("x", "empty"))
-    assert loaded["empty"].shape == (0, 5)
-    np.testing.assert_array_equal(loaded["x"], np.arange(12).reshape(3, 4))
-    loaded["x"][:] = -1  # writable, as torch.from_numpy wants, but the file does not change
-    assert path.read_bytes() == before
-    np.testing.assert_array_equal(load_arrays(path, ("x",))["x"][0], [0, 1, 2, 3])
+def test_missing_or_damaged_processed_files_are_clear_errors(tiny_dir, tmp_path):
+    cnn, _ = preprocess(tiny_dir, PARAMS, tuple("0123456789"))
+    save_processed(tmp_path / "cnn", cnn)
+    (tmp_path / "cnn/test_y.npy").unlink()
+    with pytest.raises(PipelineError, match="test_y.npy: cannot read .*re-run preprocess"):
+        load_processed(tmp_path / "cnn")
+    (tmp_path / "cnn/test_y.npy").write_bytes(b"not an array")
+    with pytest.raises(PipelineError, match="test_y.npy: cannot read"):
+        load_processed(tmp_path / "cnn")
+    np.save(tmp_path / "cnn/test_y.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(PipelineError, match="test_y.npy: cannot read"):  # never unpickled
+        load_processed(tmp_path / "cnn")
 
 
-def test_arrays_refuse_compressed_and_truncated_files(tmp_path):
-    np.savez_compressed(tmp_path / "packed.npz", a=np.zeros(100))
-    with pytest.raises(PipelineError, match="compressed"):
-        load_arrays(tmp_path / "packed.npz", ("a",))
-    save_arrays(tmp_path / "whole.npz", a=np.zeros(1000))
-    data = (tmp_path / "whole.npz").read_bytes()
-    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(PipelineError, match="cannot read"):
-        load_arrays(tmp_path / "cut.npz", ("a",))
-
-
-@pytest.mark.parametrize(
-    "array",
-    [
-        np.arange(12, dtype=np.float32).reshape(3, 4),
-        np.asfortranarray(np.arange(12.0).reshape(3, 4)),
-        np.float64(2.5),  # 0-d
-        np.arange(5, dtype=">i4"),  # not the native byte order
-        np.array(["T-shirt/top", "Bag"]),
-        np.zeros((0, 784), dtype=np.float32),
-    ],
-    ids=["float32", "fortran", "0-d", "big-endian", "str", "empty"],
-)
-def test_arrays_round_trip_aligned(tmp_path, array):
-    save_arrays(tmp_path / "a.npz", first=np.arange(3, dtype=np.uint8), x=array)
-    loaded = load_arrays(tmp_path / "a.npz", ("x",))["x"]
-    assert loaded.dtype == array.dtype and loaded.shape == array.shape
-    np.testing.assert_array_equal(loaded, array)
-    if loaded.size:
-        assert loaded.ctypes.data % 64 == 0  # what numpy and BLAS want for mapped data
-    np.savez(tmp_path / "plain.npz", x=array)  # numpy's own uncompressed files load too
-    np.testing.assert_array_equal(load_arrays(tmp_path / "plain.npz", ("x",))["x"], array)
+def test_a_failed_save_keeps_the_earlier_folder(tiny_dir, tmp_path):
+    cnn, _ = preprocess(tiny_dir, PARAMS, tuple("0123456789"))
+    save_processed(tmp_path / "cnn", cnn)
+    bad = ProcessedData(cnn.train_x, cnn.train_y, np.array([{}], dtype=object), cnn.test_y, ())
+    with pytest.raises(ValueError, match="pickle"):
+        save_processed(tmp_path / "cnn", bad)
+    np.testing.assert_array_equal(load_processed(tmp_path / "cnn").test_x, cnn.test_x)
+    assert [p.name for p in tmp_path.iterdir()] == ["cnn"]  # no temporary folder left

@@ -9,22 +9,25 @@ import struct
 import subprocess
 import sys
 import termios
+from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_params
 
 
-def run_download(out, mirror: str, terminal: bool) -> str:
+def run_download(workdir: Path, mirror: str, terminal: bool) -> str:
     """Run the download stage with stderr on a pseudo-terminal or a pipe; return stderr."""
-    args = [sys.executable, "-m", "stages.download", "--params", "params.yaml", "--out", str(out)]
-    env = {**os.environ, "DATA_MIRROR": mirror}
+    workdir.mkdir()
+    write_params(workdir)  # data.dataset mnist, checksums verified
+    args = [sys.executable, "-m", "stages.download", "--out", "raw"]
+    env = {**os.environ, "DATA_MIRROR": mirror, "PYTHONPATH": str(ROOT)}
     if not terminal:
-        result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+        result = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True)
         assert result.returncode != 0  # tiny data fails MNIST's checksums: fine for this check
         return result.stderr
     leader, follower = pty.openpty()
     # A new pseudo-terminal is 0x0, and tqdm draws nothing in zero columns: size it.
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    with subprocess.Popen(args, cwd=ROOT, env=env, stdout=follower, stderr=follower) as process:
+    with subprocess.Popen(args, cwd=workdir, env=env, stdout=follower, stderr=follower) as process:
         os.close(follower)
         chunks = []
         while True:

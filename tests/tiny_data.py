@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.datasets import FILES
-from stages.idx import write_idx
+from mnist_pipeline.datasets import FILES
+from mnist_pipeline.idx import write_idx
 
 
 def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.config import CnnParams
-from stages.runtime import PipelineError, atomic_path
+from mnist_pipeline.config import CnnParams
+from mnist_pipeline.runtime import PipelineError, atomic_path
 
 
 class Net(nn.Module):

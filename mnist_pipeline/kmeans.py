@@ -9,19 +9,19 @@ and plot_centroids, which only reads the saved arrays, should not pay for it.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stages.arrays import load_arrays, save_arrays
-from stages.runtime import PipelineError
+from mnist_pipeline.runtime import PipelineError, atomic_path
 
 if TYPE_CHECKING:  # only an annotation: kmeans_test and plot_centroids do not read params
     from sklearn.cluster import MiniBatchKMeans
 
-    from stages.config import KmeansParams
+    from mnist_pipeline.config import KmeansParams
 
 
 @dataclass(frozen=True)
@@ -71,18 +71,24 @@ def infer_cluster_labels(clusters: np.ndarray, y: np.ndarray, n_clusters: int) -
 
 
 def save_model(path: Path | str, model: KmeansModel) -> None:
-    save_arrays(
-        path,
-        centroids=model.centroids,
-        cluster_labels=model.cluster_labels,
-        classes=np.array(model.classes, dtype=str),
-    )
+    """An uncompressed .npz of plain arrays (np.savez: fixed member dates, equal bytes)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        np.savez(
+            file,
+            centroids=model.centroids,
+            cluster_labels=model.cluster_labels,
+            classes=np.array(model.classes, dtype=str),
+        )
 
 
 def load_model(path: Path | str) -> KmeansModel:
-    arrays = load_arrays(path, ("centroids", "cluster_labels", "classes"))
-    return KmeansModel(
-        centroids=arrays["centroids"],
-        cluster_labels=arrays["cluster_labels"],
-        classes=tuple(str(c) for c in arrays["classes"]),
-    )
+    """The model saved by save_model; loading never unpickles, so it never runs code."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return KmeansModel(
+                centroids=arrays["centroids"],
+                cluster_labels=arrays["cluster_labels"],
+                classes=tuple(str(c) for c in arrays["classes"]),
+            )
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise PipelineError(f"{path}: cannot load the model ({exc}); re-run kmeans_sweep") from None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.runtime import PipelineError
+from mnist_pipeline.runtime import PipelineError
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049

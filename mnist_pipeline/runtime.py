@@ -1,10 +1,9 @@
-"""What every stage's `main` shares: logging, progress bars, atomic writes, exit codes,
-and the memory allocator's settings."""
+"""What every stage's `main` shares: logging, progress bars, atomic writes and exit codes."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import csv
 import json
 import logging
 import os
@@ -25,41 +24,14 @@ class PipelineError(Exception):
     """A problem the user can fix (bad params, bad data, no mirror). Printed without a traceback."""
 
 
-def interactive() -> bool:
-    """Progress bars only in a terminal; CI and `dvc queue` workers get plain log lines."""
-    return sys.stderr.isatty()
-
-
 def progress(items: Iterable[T], **kwargs) -> Iterable[T]:
-    return tqdm(items, disable=not interactive(), leave=False, dynamic_ncols=True, **kwargs)
-
-
-# glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory for reuse instead of handing it back to the kernel.
-
-    With glibc's defaults, each CNN training step returns a few MB to the kernel and
-    page-faults them back on the next step: 300-1,000 page faults per step, and an epoch
-    took 2.5-4.1 s instead of 2.0-2.1 s on this project's VM. Blocks under 32 MB
-    now come from the heap, and the heap is not trimmed, so freed blocks are reused. Peak
-    memory stays the same. It changes no result. Without glibc (macOS, Windows) it does
-    nothing.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, TypeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-    mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    """A progress bar in a terminal; none on a pipe (CI, `dvc queue` workers): disable=None."""
+    return tqdm(items, disable=None, leave=False, dynamic_ncols=True, **kwargs)
 
 
 def run_main(stage: Callable[[], None]) -> None:
     """Run a stage's main with logging set up; a PipelineError exits 1 with its message only."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    keep_freed_memory()
     try:
         stage()
     except PipelineError as exc:
@@ -113,15 +85,12 @@ def write_csv(path: Path | str, rows: list[dict]) -> None:
     """Plot data as CSV with a header row; columns in the order of the first row's keys."""
     if not rows:
         raise ValueError(f"no rows to write to {path}")
-    columns = list(rows[0])
-    lines = [",".join(columns)]
-    lines += [",".join(_cell(row[c]) for c in columns) for row in rows]
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: _short(v) for k, v in row.items()} for row in rows)
 
 
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = str(value)
-    return f'"{text}"' if "," in text else text
+def _short(value: object) -> object:
+    """Floats with 6 significant digits: plot data, not a record of every bit."""
+    return f"{value:.6g}" if isinstance(value, float) else value

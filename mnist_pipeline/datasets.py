@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stages.config import ParamsError
+from mnist_pipeline.config import ParamsError
 
 # The four IDX files, in the order the pipeline reads them. Mirrors serve each as NAME.gz.
 FILES = (

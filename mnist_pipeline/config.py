@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.runtime import PipelineError
+from mnist_pipeline.runtime import PipelineError
 
 
 class ParamsError(PipelineError):
@@ -25,7 +25,7 @@ class ParamsError(PipelineError):
 class DataParams:
     dataset: str
     mirrors: tuple[str, ...]
-    verify: bool  # data.dataset is checked by stages.datasets.get_dataset, where it is used
+    verify: bool  # data.dataset is checked by mnist_pipeline.datasets.get_dataset, where it is used
 
 
 @dataclass(frozen=True)
