@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import json
@@ -27,6 +28,14 @@ class PipelineError(Exception):
 def progress(items: Iterable[T], **kwargs) -> Iterable[T]:
     """A progress bar in a terminal; none on a pipe (CI, `dvc queue` workers): disable=None."""
     return tqdm(items, disable=None, leave=False, dynamic_ncols=True, **kwargs)
+
+
+def path_args(doc: str, *names: str) -> argparse.Namespace:
+    """Parse the stage's required --NAME PATH options: every path comes from dvc.yaml."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name in names:
+        parser.add_argument(f"--{name}", type=Path, required=True, metavar="PATH")
+    return parser.parse_args()
 
 
 def run_main(stage: Callable[[], None]) -> None:

@@ -13,7 +13,6 @@ when all four are good, so a failure leaves nothing half-written.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import http.client
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from mnist_pipeline.config import DataParams, load_params
 from mnist_pipeline.datasets import DATASETS, FILES, get_dataset
-from mnist_pipeline.runtime import PipelineError, atomic_path, run_main
+from mnist_pipeline.runtime import PipelineError, atomic_path, path_args, run_main
 
 log = logging.getLogger("stages.download")
 
@@ -150,9 +149,7 @@ def _check_gzip(path: Path, md5: str | None) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="directory for the .gz files")
-    args = parser.parse_args()
+    args = path_args(__doc__, "out")
     params = load_params().data
     log.info("params: %s", params)
     download(params, args.out, os.environ.get("DATA_MIRROR") or None)

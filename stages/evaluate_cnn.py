@@ -9,7 +9,6 @@ Writes: --metrics (metrics/cnn.json: test loss, accuracy, per-class accuracy);
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from mnist_pipeline.config import load_params
 from mnist_pipeline.figures import image_grid
 from mnist_pipeline.metrics import accuracy, confusion_rows, per_class_accuracy
 from mnist_pipeline.processed import ProcessedData, load_processed
-from mnist_pipeline.runtime import run_main, write_csv, write_json
+from mnist_pipeline.runtime import path_args, run_main, write_csv, write_json
 
 log = logging.getLogger("stages.evaluate_cnn")
 
@@ -63,14 +62,7 @@ def draw(data: ProcessedData, predicted: np.ndarray, examples: Path, misclassifi
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    parser.add_argument("--confusion", type=Path, required=True)
-    parser.add_argument("--examples", type=Path, required=True)
-    parser.add_argument("--misclassified", type=Path, required=True)
-    args = parser.parse_args()
+    args = path_args(__doc__, "model", "data", "metrics", "confusion", "examples", "misclassified")
     params = load_params().cnn
     log.info("test_batch_size %d", params.test_batch_size)
     model, trained_with = load_checkpoint(args.model)

@@ -9,9 +9,7 @@ cluster count); --plot (plots/kmeans/sweep.csv: the same as rows); --model
 
 from __future__ import annotations
 
-import argparse
 import logging
-from pathlib import Path
 
 from sklearn.metrics import homogeneity_score
 
@@ -19,7 +17,7 @@ from mnist_pipeline.config import KmeansParams, load_params
 from mnist_pipeline.kmeans import KmeansModel, fit, infer_cluster_labels, save_model
 from mnist_pipeline.metrics import accuracy
 from mnist_pipeline.processed import ProcessedData, load_processed
-from mnist_pipeline.runtime import progress, run_main, write_csv, write_json
+from mnist_pipeline.runtime import path_args, progress, run_main, write_csv, write_json
 
 log = logging.getLogger("stages.kmeans_sweep")
 
@@ -52,12 +50,7 @@ def sweep(data: ProcessedData, params: KmeansParams) -> tuple[list[dict], Kmeans
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    parser.add_argument("--plot", type=Path, required=True)
-    parser.add_argument("--model", type=Path, required=True)
-    args = parser.parse_args()
+    args = path_args(__doc__, "data", "metrics", "plot", "model")
     params = load_params().kmeans
     log.info("params: %s", params)
     rows, model = sweep(load_processed(args.data), params)

@@ -7,9 +7,7 @@ Writes: --metrics (metrics/kmeans_test.json: accuracy, homogeneity, per-class ac
 
 from __future__ import annotations
 
-import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import homogeneity_score
@@ -17,7 +15,7 @@ from sklearn.metrics import homogeneity_score
 from mnist_pipeline.kmeans import KmeansModel, load_model
 from mnist_pipeline.metrics import accuracy, confusion_rows, per_class_accuracy
 from mnist_pipeline.processed import ProcessedData, load_processed
-from mnist_pipeline.runtime import run_main, write_csv, write_json
+from mnist_pipeline.runtime import path_args, run_main, write_csv, write_json
 
 log = logging.getLogger("stages.kmeans_test")
 
@@ -36,12 +34,7 @@ def score(model: KmeansModel, data: ProcessedData) -> tuple[dict, np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    parser.add_argument("--confusion", type=Path, required=True)
-    args = parser.parse_args()
+    args = path_args(__doc__, "model", "data", "metrics", "confusion")
     data = load_processed(args.data)
     metrics, predicted = score(load_model(args.model), data)
     log.info(

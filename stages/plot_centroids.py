@@ -6,13 +6,12 @@ Writes: --out (plots/kmeans/centroids.png: one image per centroid, titled with i
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
 from mnist_pipeline.figures import image_grid
 from mnist_pipeline.kmeans import KmeansModel, load_model
-from mnist_pipeline.runtime import run_main
+from mnist_pipeline.runtime import path_args, run_main
 
 
 def plot_centroids(model: KmeansModel, out: Path) -> None:
@@ -27,10 +26,7 @@ def plot_centroids(model: KmeansModel, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    args = path_args(__doc__, "model", "out")
     plot_centroids(load_model(args.model), args.out)
 
 

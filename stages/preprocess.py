@@ -11,7 +11,6 @@ Both folders hold int64 labels and the class names, one .npy file per array
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from mnist_pipeline.config import PreprocessParams, load_params
 from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.idx import IdxError, read_images, read_labels
 from mnist_pipeline.processed import ProcessedData, save_processed
-from mnist_pipeline.runtime import run_main
+from mnist_pipeline.runtime import path_args, run_main
 
 log = logging.getLogger("stages.preprocess")
 
@@ -74,11 +73,7 @@ def preprocess(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--raw", type=Path, required=True)
-    parser.add_argument("--cnn", type=Path, required=True)
-    parser.add_argument("--kmeans", type=Path, required=True)
-    args = parser.parse_args()
+    args = path_args(__doc__, "raw", "cnn", "kmeans")
     params = load_params()
     log.info("params: %s", params.preprocess)
     cnn, kmeans = preprocess(args.raw, params.preprocess, get_dataset(params.data.dataset).classes)
