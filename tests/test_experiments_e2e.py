@@ -90,3 +90,19 @@ def test_push_then_pull_in_a_fresh_clone_needs_no_rerun(repo_copy, tmp_path):
     assert ran_stages(dvc(clone, "repro").stdout) == set()
     for path in ("models/cnn.pt", "models/kmeans.npz", "data/processed/cnn/train_x.npy"):
         assert (clone / path).read_bytes() == (repo_copy / path).read_bytes()
+
+
+def test_identical_queued_experiments_train_once(repo_copy):
+    commit_all(repo_copy, "baseline results")
+    queue(repo_copy, "first", "cnn.lr=0.07")
+    queue(repo_copy, "again", "cnn.lr=0.07")
+    dvc(repo_copy, "queue", "start", "-j", "1")  # one worker: the second follows the first
+    status = wait_for_queue(repo_copy)
+    assert "Failed" not in status, status
+    first = dvc(repo_copy, "queue", "logs", "first").stdout
+    again = dvc(repo_copy, "queue", "logs", "again").stdout
+    assert "train_cnn" in ran_stages(first)
+    assert ran_stages(again) == set(), again
+    assert "Stage 'train_cnn' is cached - skipping run" in again
+    found = experiments(repo_copy)
+    assert found["first"]["metrics"] == found["again"]["metrics"]

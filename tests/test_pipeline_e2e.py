@@ -153,3 +153,18 @@ def test_all_mirrors_failing_leaves_no_output(tmp_path, mirror_env):
     assert "DATA_MIRROR" in output
     assert not (repo / "data/raw").exists()
     assert not list((repo / "data").glob(".raw*")) if (repo / "data").exists() else True
+
+
+def test_returning_to_earlier_params_restores_every_stage_from_the_run_cache(
+    reproduced_repo, repo_copy, mirror_env
+):
+    original = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    set_params(repo_copy, {"cnn": {"lr": 0.02}, "kmeans": {"max_iter": 7}})
+    assert ran_stages(dvc(repo_copy, "repro", env=mirror_env).stdout) >= CNN_STAGES
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(original, sort_keys=False))
+    result = dvc(repo_copy, "repro", env=mirror_env)
+    assert ran_stages(result.stdout) == set(), result.stdout
+    assert "is cached - skipping run" in result.stdout
+    assert lock_md5s(repo_copy) == lock_md5s(reproduced_repo)
+    for path in ("plots/cnn/train_loss.csv", "metrics/cnn.json", "metrics/kmeans_sweep.json"):
+        assert (repo_copy / path).read_bytes() == (reproduced_repo / path).read_bytes()
