@@ -9,19 +9,27 @@ def accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(y == predicted))
 
 
-def per_class_accuracy(
-    y: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...]
-) -> dict[str, float]:
-    """Accuracy within each true class, keyed by class name (classes absent from y skipped)."""
-    return {
-        name: accuracy(y[y == k], predicted[y == k])
-        for k, name in enumerate(classes)
+def class_label(index: int, classes: tuple[str, ...]) -> str:
+    """A class name that sorts in the data set's order: "3 Dress" (MNIST's "3" stays "3").
+
+    DVC's chart templates sort class axes alphabetically (Ankle boot, Bag, Coat, ...).
+    """
+    name = classes[index]
+    return name if name == str(index) else f"{index} {name}"
+
+
+def per_class_rows(y: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...]) -> list[dict]:
+    """Accuracy within each true class, for a bar chart (classes absent from y skipped)."""
+    return [
+        {"class": class_label(k, classes), "accuracy": accuracy(y[y == k], predicted[y == k])}
+        for k in range(len(classes))
         if np.any(y == k)
-    }
+    ]
 
 
 def confusion_rows(y: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...]) -> list[dict]:
-    """One row per sample, with class names, for DVC's confusion-matrix template."""
+    """One row per sample, with class labels, for DVC's confusion-matrix template."""
+    labels = [class_label(k, classes) for k in range(len(classes))]
     return [
-        {"actual": classes[a], "predicted": classes[p]} for a, p in zip(y, predicted, strict=True)
+        {"actual": labels[a], "predicted": labels[p]} for a, p in zip(y, predicted, strict=True)
     ]

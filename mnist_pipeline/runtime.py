@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -41,11 +42,13 @@ def path_args(doc: str, *names: str) -> argparse.Namespace:
 def run_main(stage: Callable[[], None]) -> None:
     """Run a stage's main with logging set up; a PipelineError exits 1 with its message only."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
     try:
         stage()
     except PipelineError as exc:
         log.error("%s", exc)
         sys.exit(1)
+    log.info("%s done in %.1f s", Path(sys.argv[0]).stem, time.perf_counter() - started)
 
 
 @contextlib.contextmanager

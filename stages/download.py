@@ -142,7 +142,11 @@ def _check_gzip(path: Path, md5: str | None) -> None:
         raise MirrorError(f"corrupt or truncated gzip file ({exc})") from None
     if md5 is not None and digest.hexdigest() != md5:
         known = [d.name for d in DATASETS.values() if digest.hexdigest() in d.md5.values()]
-        hint = f"this file is from {known[0]}" if known else "damaged or unknown copy"
+        hint = (
+            f"this file is from {known[0]}: set data.dataset: {known[0]} in params.yaml"
+            if known
+            else "damaged or unknown copy"
+        )
         raise MirrorError(
             f"checksum mismatch: decompressed md5 {digest.hexdigest()}, expected {md5} ({hint})"
         )

@@ -1,7 +1,8 @@
 """Stage evaluate_cnn: score the trained CNN on the test set.
 
 Reads: --model (models/cnn.pt), --data (data/processed/cnn); params cnn.test_batch_size.
-Writes: --metrics (metrics/cnn.json: test loss, accuracy, per-class accuracy);
+Writes: --metrics (metrics/cnn.json: test loss and accuracy);
+--per-class (plots/cnn/per_class.csv: accuracy within each class);
 --confusion (plots/cnn/confusion.csv: actual and predicted class of each test image);
 --examples (plots/cnn/examples.png: the first six test images, the notebook's figure);
 --misclassified (plots/cnn/misclassified.png: up to 36 misclassified test images).
@@ -17,7 +18,7 @@ import numpy as np
 from mnist_pipeline.cnn import Net, evaluate, load_checkpoint
 from mnist_pipeline.config import load_params
 from mnist_pipeline.figures import image_grid
-from mnist_pipeline.metrics import accuracy, confusion_rows, per_class_accuracy
+from mnist_pipeline.metrics import accuracy, confusion_rows, per_class_rows
 from mnist_pipeline.processed import ProcessedData, load_processed
 from mnist_pipeline.runtime import path_args, run_main, write_csv, write_json
 
@@ -30,12 +31,7 @@ MAX_MISCLASSIFIED = 36
 def score(model: Net, data: ProcessedData, batch_size: int) -> tuple[dict, np.ndarray]:
     """Metrics for metrics/cnn.json and the predicted class of every test image."""
     loss, predicted = evaluate(model, data.test_x, data.test_y, batch_size)
-    metrics = {
-        "test_loss": loss,
-        "test_accuracy": accuracy(data.test_y, predicted),
-        "per_class_accuracy": per_class_accuracy(data.test_y, predicted, data.classes),
-        "misclassified": int(np.sum(predicted != data.test_y)),
-    }
+    metrics = {"test_loss": loss, "test_accuracy": accuracy(data.test_y, predicted)}
     return metrics, predicted
 
 
@@ -51,6 +47,8 @@ def draw(data: ProcessedData, predicted: np.ndarray, examples: Path, misclassifi
         examples,
         title="Test images: true and predicted labels",
         ncols=3,
+        scale=6,
+        font_pt=12,
     )
     wrong = np.flatnonzero(predicted != data.test_y)[:MAX_MISCLASSIFIED]
     image_grid(
@@ -58,11 +56,15 @@ def draw(data: ProcessedData, predicted: np.ndarray, examples: Path, misclassifi
         [f"true {names[data.test_y[i]]}\npred {names[predicted[i]]}" for i in wrong],
         misclassified,
         title=f"Misclassified test images (first {len(wrong)})",
+        scale=4,
+        font_pt=9,
     )
 
 
 def main() -> None:
-    args = path_args(__doc__, "model", "data", "metrics", "confusion", "examples", "misclassified")
+    args = path_args(
+        __doc__, "model", "data", "metrics", "per-class", "confusion", "examples", "misclassified"
+    )
     params = load_params().cnn
     log.info("test_batch_size %d", params.test_batch_size)
     model, trained_with = load_checkpoint(args.model)
@@ -71,6 +73,7 @@ def main() -> None:
     metrics, predicted = score(model, data, params.test_batch_size)
     log.info("test_loss %.4f test_accuracy %.4f", metrics["test_loss"], metrics["test_accuracy"])
     write_json(args.metrics, metrics)
+    write_csv(args.per_class, per_class_rows(data.test_y, predicted, data.classes))
     write_csv(args.confusion, confusion_rows(data.test_y, predicted, data.classes))
     draw(data, predicted, args.examples, args.misclassified)
 

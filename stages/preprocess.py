@@ -6,7 +6,8 @@ Writes: --cnn (data/processed/cnn/): float32 images of shape (N, 1, 28, 28),
 scaled to [0, 1] then normalized with (x - mean) / std, as torchvision's ToTensor and
 Normalize do; --kmeans (data/processed/kmeans/): float32 rows of 784 pixels in [0, 1].
 Both folders hold int64 labels and the class names, one .npy file per array
-(mnist_pipeline.processed).
+(mnist_pipeline.processed). --first-images (plots/data/first_images.png): the first
+training images with their labels.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import numpy as np
 
 from mnist_pipeline.config import PreprocessParams, load_params
 from mnist_pipeline.datasets import get_dataset
+from mnist_pipeline.figures import image_grid
 from mnist_pipeline.idx import IdxError, read_images, read_labels
 from mnist_pipeline.processed import ProcessedData, save_processed
 from mnist_pipeline.runtime import path_args, run_main
 
 log = logging.getLogger("stages.preprocess")
+
+N_FIRST_IMAGES = 18
 
 
 def load_split(raw_dir: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
@@ -72,13 +76,28 @@ def preprocess(
     return cnn, kmeans
 
 
+def draw_first_images(data: ProcessedData, path: Path) -> None:
+    """The first training images with their labels, as the k-means notebook shows them."""
+    n = min(N_FIRST_IMAGES, len(data.train_y))
+    image_grid(
+        data.train_x[:n],
+        [data.classes[label] for label in data.train_y[:n]],
+        path,
+        title=f"The first {n} training images and their labels",
+        ncols=6,
+        scale=5,
+        font_pt=11,
+    )
+
+
 def main() -> None:
-    args = path_args(__doc__, "raw", "cnn", "kmeans")
+    args = path_args(__doc__, "raw", "cnn", "kmeans", "first-images")
     params = load_params()
     log.info("params: %s", params.preprocess)
     cnn, kmeans = preprocess(args.raw, params.preprocess, get_dataset(params.data.dataset).classes)
     save_processed(args.cnn, cnn)
     save_processed(args.kmeans, kmeans)
+    draw_first_images(kmeans, args.first_images)
     log.info("train %d images, test %d images", len(cnn.train_y), len(cnn.test_y))
 
 

@@ -98,9 +98,9 @@ class serve:
         self.server.server_close()
 
 
-def run(args: list[str], cwd: Path, env: dict | None = None, check: bool = True):
-    """Run a command with this interpreter's environment first on PATH; return the result."""
-    full_env = {
+def command_env(env: dict | None = None) -> dict:
+    """os.environ with this interpreter's environment first on PATH and a git identity."""
+    return {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "DVC_NO_ANALYTICS": "1",
@@ -110,7 +110,11 @@ def run(args: list[str], cwd: Path, env: dict | None = None, check: bool = True)
         "GIT_COMMITTER_EMAIL": "test@example.com",
         **(env or {}),
     }
-    result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True)
+
+
+def run(args: list[str], cwd: Path, env: dict | None = None, check: bool = True):
+    """Run a command with this interpreter's environment first on PATH; return the result."""
+    result = subprocess.run(args, cwd=cwd, env=command_env(env), capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} exited {result.returncode}\n"

@@ -114,6 +114,15 @@ def test_checksum_mismatch_names_the_data_set(http_mirror, tmp_path):
     assert not (tmp_path / "raw").exists()
 
 
+def test_files_of_another_known_data_set_name_the_setting_that_fixes_it(
+    tiny_dataset, http_mirror, tmp_path
+):
+    # The tiny data is registered as data set "tiny": asking for mnist gets its files.
+    with pytest.raises(PipelineError) as error:
+        download(params(http_mirror, dataset="mnist"), tmp_path / "raw")
+    assert "this file is from tiny: set data.dataset: tiny in params.yaml" in str(error.value)
+
+
 def test_verify_false_accepts_other_content_with_a_warning(http_mirror, tiny_dir, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         download(params(http_mirror, dataset="mnist", verify=False), tmp_path / "raw")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
 
-from tests.conftest import commit_all, dvc, git, ran_stages
+from tests.conftest import BIN, command_env, commit_all, dvc, git, ran_stages
 
 pytestmark = pytest.mark.slow
 
@@ -62,15 +63,13 @@ def test_queued_experiments_run_in_parallel_with_their_own_params(repo_copy):
     assert short["params"]["kmeans"]["n_clusters"] == [10, 12]
     assert fast["params"]["cnn"]["lr"] == 0.1 and fast["params"]["cnn"]["epochs"] == 2
     # Each experiment's metrics come from its own params.
-    assert set(short["metrics"]["metrics/kmeans_sweep.json"]) == {"10", "12"}
-    assert set(fast["metrics"]["metrics/kmeans_sweep.json"]) == {"10", "16"}
     assert short["metrics"]["metrics/kmeans_test.json"]["n_clusters"] == 12
     short_cnn = short["metrics"]["metrics/cnn.json"]
     fast_cnn = fast["metrics"]["metrics/cnn.json"]
     assert short_cnn["test_loss"] != fast_cnn["test_loss"]
 
     diff = json.loads(dvc(repo_copy, "metrics", "diff", "short", "fast-lr", "--json").stdout)
-    assert "metrics/cnn.json" in diff and "metrics/kmeans_sweep.json" in diff
+    assert "metrics/cnn.json" in diff and "metrics/kmeans_test.json" in diff
     plots = json.loads(dvc(repo_copy, "plots", "diff", "short", "fast-lr", "--json").stdout)
     (loss_plot,) = plots["data"]["Training loss"]
     assert set(loss_plot["revisions"]) == {"short", "fast-lr"}
@@ -106,3 +105,47 @@ def test_identical_queued_experiments_train_once(repo_copy):
     assert "Stage 'train_cnn' is cached - skipping run" in again
     found = experiments(repo_copy)
     assert found["first"]["metrics"] == found["again"]["metrics"]
+
+
+def test_a_running_experiment_writes_its_metrics_epoch_by_epoch(repo_copy, mirror_env):
+    commit_all(repo_copy, "baseline results")
+    # Batches of 8: 75 steps an epoch, long enough to watch each epoch's metrics land.
+    args = ["exp", "run", "-n", "live", "-S", "cnn.epochs=4", "-S", "cnn.batch_size=8"]
+    summary = repo_copy / "dvclive/metrics.json"
+    seen_while_running = []
+    with subprocess.Popen(
+        [str(BIN / "dvc"), *args],
+        cwd=repo_copy,
+        env=command_env(mirror_env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as process:
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                step = json.loads(summary.read_text())["step"]
+            except (OSError, ValueError, KeyError):  # not written yet, or mid-write
+                step = None
+            changed = step != (seen_while_running or [None])[-1]
+            if step is not None and changed and process.poll() is None:
+                seen_while_running.append(step)
+            time.sleep(0.02)
+        assert process.wait(timeout=60) == 0
+    # Each epoch's summary appeared while the experiment was still running, in order (what
+    # came before the 1 is the baseline's file, until DVC removed it to run the stage).
+    assert 1 in seen_while_running, seen_while_running
+    after_start = seen_while_running[seen_while_running.index(1) :]
+    assert after_start[:3] == [1, 2, 3], seen_while_running
+    final = json.loads(summary.read_text())
+    assert final["step"] == 4
+    assert experiments(repo_copy)["live"]["metrics"]["dvclive/metrics.json"] == final
+
+
+def test_a_grid_of_values_queues_one_experiment_each(repo_copy):
+    commit_all(repo_copy, "baseline results")
+    output = dvc(repo_copy, "exp", "run", "--queue", "-S", "cnn.lr=0.005,0.01,0.02").stdout
+    assert output.count("Queued experiment") == 3
+    queued = experiments(repo_copy)
+    assert sorted(exp["params"]["cnn"]["lr"] for exp in queued.values()) == [0.005, 0.01, 0.02]
+    assert dvc(repo_copy, "queue", "status").stdout.count("Queued") == 3
+    dvc(repo_copy, "queue", "remove", "--all")

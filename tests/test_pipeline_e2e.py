@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import commit_all, dvc, make_repo, ran_stages, set_params
+from tests.conftest import commit_all, dvc, git, make_repo, ran_stages, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -38,33 +39,50 @@ def test_first_repro_runs_all_seven_stages(reproduced_repo):
     assert set(lock["stages"]) == ALL_STAGES
 
 
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file, delimiter="\t" if str(path).endswith(".tsv") else ","))
+
+
 def test_outputs_hold_sensible_results(reproduced_repo):
     cnn = json.loads((reproduced_repo / "metrics/cnn.json").read_text())
+    # Only the headline numbers: per-class results are plot data.
+    assert list(cnn) == ["test_accuracy", "test_loss"]
     # Ten well-separated classes: far above the 10% of guessing after two epochs.
     assert cnn["test_accuracy"] > 0.5
-    assert set(cnn["per_class_accuracy"]) == {str(d) for d in range(10)}
-    assert cnn["misclassified"] == round((1 - cnn["test_accuracy"]) * 200)
+    per_class = read_csv(reproduced_repo / "plots/cnn/per_class.csv")
+    assert [row["class"] for row in per_class] == [str(d) for d in range(10)]
+    # 20 test images per class: the mean of the per-class accuracies is the accuracy.
+    mean = sum(float(row["accuracy"]) for row in per_class) / 10
+    assert abs(mean - cnn["test_accuracy"]) < 1e-6
 
-    sweep = json.loads((reproduced_repo / "metrics/kmeans_sweep.json").read_text())
-    assert set(sweep) == {"10", "16"}
-    assert sweep["16"]["inertia"] < sweep["10"]["inertia"]
-    assert all(0 <= row["homogeneity"] <= 1 for row in sweep.values())
+    sweep = read_csv(reproduced_repo / "plots/kmeans/sweep.csv")
+    assert [row["n_clusters"] for row in sweep] == ["10", "16"]
+    assert float(sweep[1]["inertia"]) < float(sweep[0]["inertia"])
+    assert all(0 <= float(row["homogeneity"]) <= 1 for row in sweep)
 
     test = json.loads((reproduced_repo / "metrics/kmeans_test.json").read_text())
-    assert test["n_clusters"] == 16
+    assert test == {"n_clusters": 16, "test_accuracy": test["test_accuracy"]}
     assert test["test_accuracy"] > 0.5
 
-    train_log = (reproduced_repo / "plots/cnn/train_loss.csv").read_text().splitlines()
-    assert train_log[0] == "step,epoch,loss"
+    live = reproduced_repo / "dvclive"
+    train_loss = read_csv(live / "plots/metrics/train/loss.tsv")
     # 600 images / batch 64 = 10 batches per epoch, logged every 2 batches, 2 epochs.
-    assert len(train_log) - 1 == 2 * 5
-    test_log = (reproduced_repo / "plots/cnn/test.csv").read_text().splitlines()
-    assert test_log[0] == "epoch,test_loss,test_accuracy"
-    assert [line.split(",")[0] for line in test_log[1:]] == ["1", "2"]
+    assert [int(row["step"]) for row in train_loss] == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
+    accuracy = read_csv(live / "plots/metrics/test/accuracy.tsv")
+    assert [int(row["step"]) for row in accuracy] == [1, 2]  # one row per epoch
+    assert float(accuracy[-1]["accuracy"]) == cnn["test_accuracy"]
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["step"] == 2 and summary["test"]["accuracy"] == cnn["test_accuracy"]
 
     confusion = (reproduced_repo / "plots/cnn/confusion.csv").read_text().splitlines()
     assert confusion[0] == "actual,predicted" and len(confusion) == 201
-    for image in ("cnn/examples.png", "cnn/misclassified.png", "kmeans/centroids.png"):
+    for image in (
+        "data/first_images.png",
+        "cnn/examples.png",
+        "cnn/misclassified.png",
+        "kmeans/centroids.png",
+    ):
         assert (reproduced_repo / "plots" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -98,10 +116,9 @@ def test_forced_repro_gives_identical_outputs(reproduced_repo, repo_copy, mirror
     assert ran_stages(result.stdout) == ALL_STAGES
     after = lock_md5s(repo_copy)
     assert after == before
-    wanted = {"models/cnn.pt", "models/kmeans.npz", "plots/cnn/train_loss.csv"}
+    wanted = {"models/cnn.pt", "models/kmeans.npz", "dvclive/plots"}
     assert wanted <= set(before)
-    for metrics in ("cnn", "kmeans_sweep", "kmeans_test"):
-        path = f"metrics/{metrics}.json"
+    for path in ("metrics/cnn.json", "metrics/kmeans_test.json", "dvclive/metrics.json"):
         assert (repo_copy / path).read_bytes() == (reproduced_repo / path).read_bytes()
 
 
@@ -109,12 +126,10 @@ def test_metrics_show_and_diff_after_param_change(repo_copy, mirror_env):
     shown = json.loads(dvc(repo_copy, "metrics", "show", "--json").stdout)
     assert shown, "dvc metrics show found no metrics"
     commit_all(repo_copy, "baseline results")
-    set_params(repo_copy, {"kmeans": {"random_state": 3}})
+    set_params(repo_copy, {"kmeans": {"n_clusters": [10, 12], "test_clusters": 12}})
     dvc(repo_copy, "repro", env=mirror_env)
     diff = json.loads(dvc(repo_copy, "metrics", "diff", "--json").stdout)
-    sweep = diff["metrics/kmeans_sweep.json"]
-    assert "10.inertia" in sweep
-    assert sweep["10.inertia"]["new"] != sweep["10.inertia"]["old"]
+    assert diff["metrics/kmeans_test.json"]["n_clusters"] == {"old": 16, "new": 12, "diff": -4}
     assert "metrics/cnn.json" not in diff  # the CNN did not re-run
 
 
@@ -166,5 +181,32 @@ def test_returning_to_earlier_params_restores_every_stage_from_the_run_cache(
     assert ran_stages(result.stdout) == set(), result.stdout
     assert "is cached - skipping run" in result.stdout
     assert lock_md5s(repo_copy) == lock_md5s(reproduced_repo)
-    for path in ("plots/cnn/train_loss.csv", "metrics/cnn.json", "metrics/kmeans_sweep.json"):
+    for path in ("metrics/cnn.json", "metrics/kmeans_test.json", "plots/kmeans/sweep.csv"):
         assert (repo_copy / path).read_bytes() == (reproduced_repo / path).read_bytes()
+
+
+def test_both_models_are_registry_artifacts(repo_copy, tmp_path):
+    commit_all(repo_copy, "results")
+    for name, path in (("cnn", "models/cnn.pt"), ("kmeans", "models/kmeans.npz")):
+        # A version is registered with an annotated git tag, as `gto register` makes.
+        git(repo_copy, "tag", "-a", f"{name}@v1.0.0", "-m", f"Register {name} v1.0.0")
+        dvc(tmp_path, "artifacts", "get", str(repo_copy), name, "-o", str(tmp_path / name))
+        assert (tmp_path / name).read_bytes() == (repo_copy / path).read_bytes()
+    spec = yaml.safe_load((repo_copy / "dvc.yaml").read_text())["artifacts"]
+    assert {artifact["type"] for artifact in spec.values()} == {"model"}
+
+
+def test_tables_lead_with_the_headline_metrics(repo_copy):
+    shown = dvc(repo_copy, "metrics", "show").stdout.splitlines()
+    assert shown and max(len(line) for line in shown) <= 120, shown
+    header = dvc(repo_copy, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    first_metric = header[header.index("parent") + 1]  # after the experiment columns
+    assert first_metric == "metrics/cnn.json:test_accuracy", header
+    assert "metrics/kmeans_test.json:test_accuracy" in header
+
+
+def test_cluster_counts_are_listed_in_numeric_order(repo_copy, mirror_env):
+    set_params(repo_copy, {"kmeans": {"n_clusters": [16, 100, 10], "test_clusters": 16}})
+    dvc(repo_copy, "repro", env=mirror_env)
+    sweep = read_csv(repo_copy / "plots/kmeans/sweep.csv")
+    assert [row["n_clusters"] for row in sweep] == ["10", "16", "100"]

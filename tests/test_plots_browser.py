@@ -186,7 +186,7 @@ def chromium_binary() -> str:
 @pytest.mark.slow
 def test_plots_page_renders_offline(reproduced_repo, chromium_binary, tmp_path):
     titles, images = declared_plots(reproduced_repo)
-    assert len(titles) == 7 and len(images) == 3, "dvc.yaml's plots changed: update this test"
+    assert len(titles) == 9 and len(images) == 4, "dvc.yaml's plots changed: update this test"
     out_dir = tmp_path / "plots_html"
     dvc(reproduced_repo, "plots", "show", "-o", str(out_dir))
     page = out_dir / "index.html"
