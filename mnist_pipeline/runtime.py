@@ -124,7 +124,9 @@ def stop_with_parent() -> None:
 
     `kill -9` of dvc otherwise leaves the stage running as an orphan that keeps writing
     its outputs. SIGTERM raises KeyboardInterrupt here, so temporary files are removed
-    and run_main reports it like Ctrl-C. Elsewhere (no prctl) it does nothing.
+    and run_main reports it like Ctrl-C. Elsewhere (no prctl) it does nothing. The kernel
+    signals when the *thread* that started the stage ends; dvc starts stages from its main
+    thread (dvc/stage/run.py), and its shell execs the command, so that is dvc itself.
     """
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
