@@ -2,17 +2,19 @@
 
 `load_params` turns params.yaml into frozen dataclasses, one per section, and rejects
 unknown keys, missing keys, wrong types and impossible values with a message that
-names the key. Stages receive only their own section.
+names the key. Stages receive only their own section. The file is read with the YAML 1.2
+rules DVC reads it with (ruamel.yaml), so both see the same values: `1e-3` is a float.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from mnist_pipeline.runtime import PipelineError
 
@@ -35,7 +37,9 @@ class PreprocessParams:
 
     def check(self) -> None:
         _require(0.0 <= self.mean <= 1.0, "preprocess.mean", self.mean, "between 0 and 1")
-        _require(self.std > 0, "preprocess.std", self.std, "greater than 0")
+        # Pixels are in [0, 1], so their spread is at most 0.5: a std far below that makes
+        # huge inputs (1e-300 overflows float32 to inf).
+        _require(0.001 <= self.std <= 1.0, "preprocess.std", self.std, "between 0.001 and 1")
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class CnnParams:
     def check(self) -> None:
         for key in ("epochs", "batch_size", "test_batch_size", "log_interval"):
             _require(getattr(self, key) >= 1, f"cnn.{key}", getattr(self, key), "at least 1")
-        _require(self.lr > 0, "cnn.lr", self.lr, "greater than 0")
+        _require(0 < self.lr <= 10, "cnn.lr", self.lr, "greater than 0 and at most 10")
         _require(0.0 <= self.momentum < 1.0, "cnn.momentum", self.momentum, "in [0, 1)")
         _require(0 <= self.seed < 2**63, "cnn.seed", self.seed, "in [0, 2**63)")
 
@@ -103,11 +107,12 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     """Read and validate params.yaml; raise ParamsError naming the offending key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = YAML(typ="safe").load(path.read_text())  # what DVC's parse_yaml does
     except FileNotFoundError:
         raise ParamsError(f"{path} not found; run from the project root") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    except YAMLError as exc:
+        where = " ".join(str(exc).split())  # one line
+        raise ParamsError(f"{path} is not valid YAML: {where}") from None
     return parse_params(raw)
 
 
@@ -154,7 +159,15 @@ def _convert(hint, value: object, key: str):
         return float(value)
     if not ok:
         raise ParamsError(f"{key}: expected {hint.__name__}, got {_describe(value)}")
+    if hint is float and not math.isfinite(value):
+        raise ParamsError(f"{key}: {value!r} is not allowed; it must be a finite number")
     return value
+
+
+def check_batch_size(key: str, value: int, n: int, what: str) -> None:
+    """A batch no larger than the data: checked where the data's size is known. A larger one
+    gains nothing, and `batch_size: 1000000000` was accepted before and took 4.6 GB."""
+    _require(value <= n, key, value, f"at most {n}, the number of {what}")
 
 
 def _require(ok: bool, key: str, value: object, what: str) -> None:

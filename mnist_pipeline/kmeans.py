@@ -85,10 +85,30 @@ def load_model(path: Path | str) -> KmeansModel:
     """The model saved by save_model; loading never unpickles, so it never runs code."""
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            return KmeansModel(
+            model = KmeansModel(
                 centroids=arrays["centroids"],
                 cluster_labels=arrays["cluster_labels"],
                 classes=tuple(str(c) for c in arrays["classes"]),
             )
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found; run kmeans_sweep first") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise PipelineError(f"{path}: cannot load the model ({exc}); re-run kmeans_sweep") from None
+    problem = _problem(model)
+    if problem:
+        raise PipelineError(f"{path}: {problem}; the file is damaged: re-run kmeans_sweep")
+    return model
+
+
+def _problem(model: KmeansModel) -> str | None:
+    """What makes a loaded model unusable (it would crash or draw garbage), if anything."""
+    centroids, labels = model.centroids, model.cluster_labels
+    if centroids.ndim != 2 or centroids.shape[1] != 28 * 28 or len(centroids) == 0:
+        return f"centroids have shape {centroids.shape}, not (k, 784)"
+    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(centroids),):
+        return f"cluster_labels are {labels.dtype} {labels.shape}, not {len(centroids)} integers"
+    if labels.min() < 0 or labels.max() >= len(model.classes):
+        return f"a cluster label is outside 0-{len(model.classes) - 1}"
+    if not np.isfinite(centroids).all():
+        return "centroids hold NaN or infinite values"
+    return None

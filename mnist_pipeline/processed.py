@@ -7,12 +7,15 @@ stage that reads only the test split touches only those pages, and nothing is un
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mnist_pipeline.runtime import PipelineError, atomic_path
+
+PIXELS = 28 * 28
 
 
 @dataclass(frozen=True)
@@ -40,15 +43,43 @@ def save_processed(path: Path | str, data: ProcessedData) -> None:
             np.save(tmp / f"{name}.npy", array, allow_pickle=False)
 
 
-def load_processed(path: Path | str) -> ProcessedData:
-    """The folder's arrays, memory-mapped; a missing or damaged file is a PipelineError."""
+def load_processed(path: Path | str, uses: Collection[str] = ("train", "test")) -> ProcessedData:
+    """The folder's arrays, memory-mapped; a missing or damaged file is a PipelineError.
+
+    Shapes and labels are checked for both splits; the features of the splits the caller
+    `uses` are checked for NaN and infinity. That reads them whole: 0.08-0.1 s for a
+    full-size folder, and 180 MiB of peak RSS for training images a stage never reads.
+    """
     path = Path(path)
     arrays = {
         name: _load(path / f"{name}.npy")
         for name in ("train_x", "train_y", "test_x", "test_y", "classes")
     }
     classes = tuple(str(c) for c in arrays.pop("classes"))
-    return ProcessedData(**arrays, classes=classes)
+    data = ProcessedData(**arrays, classes=classes)
+    for split in ("train", "test"):
+        _check(path, split, data, finite=split in uses)
+    return data
+
+
+def _check(path: Path, split: str, data: ProcessedData, finite: bool) -> None:
+    """Refuse arrays that would give wrong numbers or a crash later: mismatched shapes,
+    labels that name no class, non-finite features."""
+    x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+    problem = None
+    if x.dtype != np.float32 or x.ndim < 2 or np.prod(x.shape[1:]) != PIXELS:
+        problem = f"{split}_x is {x.dtype} {x.shape}, not float32 images of 28x28"
+    elif y.dtype != np.int64 or y.shape != (len(x),):
+        problem = f"{split}_y is {y.dtype} {y.shape}, not {len(x)} int64 labels"
+    elif len(y) and (y.min() < 0 or y.max() >= len(data.classes)):
+        bad = y.max() if y.max() >= len(data.classes) else y.min()
+        problem = f"{split}_y holds label {bad}, outside 0-{len(data.classes) - 1}"
+    # The float64 sum of float32 values cannot overflow, so it is finite exactly when every
+    # value is, and it needs no temporary array (isfinite(x).all() makes one of N bytes).
+    elif finite and not np.isfinite(x.sum(dtype=np.float64)):
+        problem = f"{split}_x holds NaN or infinite values"
+    if problem:
+        raise PipelineError(f"{path}: {problem}; the folder is damaged: re-run preprocess")
 
 
 def _load(path: Path) -> np.ndarray:

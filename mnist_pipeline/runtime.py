@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import ctypes
+import errno
+import glob
 import json
 import logging
+import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,6 +25,10 @@ from tqdm import tqdm
 
 log = logging.getLogger("stages")
 T = TypeVar("T")
+
+# Set to 1 to see the Python traceback behind an error message (README, "When something
+# goes wrong").
+TRACEBACK_ENV = "MNIST_PIPELINE_TRACEBACK"
 
 
 class PipelineError(Exception):
@@ -31,24 +40,103 @@ def progress(items: Iterable[T], **kwargs) -> Iterable[T]:
     return tqdm(items, disable=None, leave=False, dynamic_ncols=True, **kwargs)
 
 
-def path_args(doc: str, *names: str) -> argparse.Namespace:
-    """Parse the stage's required --NAME PATH options: every path comes from dvc.yaml."""
+def path_args(doc: str, *names: str, outputs: Collection[str] = ()) -> argparse.Namespace:
+    """Parse the stage's required --NAME PATH options: every path comes from dvc.yaml.
+
+    The `outputs` among them are checked writable now, so that a stage fails before its
+    work rather than after it (train_cnn trained every epoch, then could not save).
+    """
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     for name in names:
         parser.add_argument(f"--{name}", type=Path, required=True, metavar="PATH")
-    return parser.parse_args()
+    args = parser.parse_args()
+    for name in outputs:
+        check_writable(getattr(args, name.replace("-", "_")))
+    return args
+
+
+def check_writable(path: Path) -> None:
+    """Raise a PipelineError unless an output can be written at `path` (next to it, as
+    atomic_path writes its temporary files)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise PipelineError(os_error_message(exc, path)) from None
+
+
+def os_error_message(exc: OSError, path: Path | str | None = None) -> str:
+    """One line naming the file, the problem and what to do about it."""
+    where = path or exc.filename or "a file"
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        advice = "the disk is full: free some space (`dvc gc` drops unused cache), then run again"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "make it (and its folder) writable by this user, then run again"
+    elif exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        advice = "a file stands where a folder of this path should be: move it, then run again"
+    else:
+        advice = "check that path, then run again"
+    return f"{where}: {reason}; {advice}"
 
 
 def run_main(stage: Callable[[], None]) -> None:
-    """Run a stage's main with logging set up; a PipelineError exits 1 with its message only."""
+    """Run a stage's main with logging set up; every error exits non-zero with one line.
+
+    A PipelineError or an OSError (full disk, permissions) exits 1, Ctrl-C exits 130, and
+    anything else is a bug, reported as such. MNIST_PIPELINE_TRACEBACK=1 adds the traceback.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
+    show_traceback = os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
     try:
+        stop_with_parent()
         stage()
     except PipelineError as exc:
-        log.error("%s", exc)
-        sys.exit(1)
+        _fail(str(exc), 1, show_traceback)
+    except OSError as exc:
+        _fail(os_error_message(exc), 1, show_traceback)
+    except KeyboardInterrupt:
+        _fail("interrupted: this run's outputs were not written; run it again", 130, show_traceback)
+    except Exception as exc:
+        what = " ".join(str(exc).split())
+        _fail(
+            f"unexpected {type(exc).__name__}: {what}. This is a bug: run again with "
+            f"{TRACEBACK_ENV}=1 to see where, and report it",
+            1,
+            show_traceback,
+        )
     log.info("%s done in %.1f s", Path(sys.argv[0]).stem, time.perf_counter() - started)
+
+
+def _fail(message: str, code: int, show_traceback: bool) -> None:
+    log.error("%s", message, exc_info=show_traceback)  # exc_info: the exception being handled
+    sys.exit(code)
+
+
+# prctl(2) option: the signal the kernel sends this process when its parent exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def stop_with_parent() -> None:
+    """On Linux, stop this stage (SIGTERM) when the process that started it dies.
+
+    `kill -9` of dvc otherwise leaves the stage running as an orphan that keeps writing
+    its outputs. SIGTERM raises KeyboardInterrupt here, so temporary files are removed
+    and run_main reports it like Ctrl-C. Elsewhere (no prctl) it does nothing. The kernel
+    signals when the *thread* that started the stage ends; dvc starts stages from its main
+    thread (dvc/stage/run.py), and its shell execs the command, so that is dvc itself.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError, TypeError):
+        return
+    parent = os.getppid()
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -56,13 +144,17 @@ def atomic_path(path: Path | str, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `path`; move it into place only if the block succeeds.
 
     A failed or interrupted stage therefore never leaves a half-written output behind.
+    Temporary names are `.NAME.XXXXXXXX.tmp` (.gitignore lists the pattern); those a run
+    killed with kill -9 left behind are removed here, at the next write of the output.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
+    temp = {"dir": path.parent, "prefix": f".{path.name}.", "suffix": ".tmp"}
     if directory:
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        tmp = Path(tempfile.mkdtemp(**temp))
     else:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, name = tempfile.mkstemp(**temp)
         os.close(fd)
         tmp = Path(name)
     try:
@@ -74,12 +166,15 @@ def atomic_path(path: Path | str, directory: bool = False) -> Iterator[Path]:
         if directory and path.exists():
             # A directory cannot replace a non-empty one: move the old one aside first, so an
             # interruption leaves either the old or the new directory in place.
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
+            old = Path(tempfile.mkdtemp(**{**temp, "prefix": f".{path.name}.old."}))
             os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old)
         else:
             os.replace(tmp, path)
+    except OSError as exc:
+        # A failed write (a full disk) often names no file, or only the temporary one.
+        raise PipelineError(os_error_message(exc, path)) from exc
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -87,10 +182,38 @@ def atomic_path(path: Path | str, directory: bool = False) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
-def write_json(path: Path | str, data: object) -> None:
-    """Metrics as JSON with a stable key order, so equal results give equal bytes."""
+def _remove_leftovers(path: Path) -> None:
+    # DVC's lock keeps two runs of a stage from writing the same output at the same time,
+    # so a temporary file of this output found now belongs to a run that was killed.
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def all_or_none(*paths: Path, directories: Collection[Path] = ()) -> Iterator[tuple[Path, ...]]:
+    """Temporary paths for several outputs (atomic_path), all moved into place when the block
+    succeeds and none when it fails: a stage never leaves new outputs beside missing ones."""
+    with contextlib.ExitStack() as stack:
+        yield tuple(stack.enter_context(atomic_path(p, p in directories)) for p in paths)
+
+
+def write_json(path: Path | str, data: dict) -> None:
+    """Metrics as strict JSON with a stable key order, so equal results give equal bytes.
+
+    NaN and infinity are not JSON (json.dumps would write a bare NaN): refused, by key.
+    """
+    bad = [k for k, v in data.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise PipelineError(
+            f"{path}: {', '.join(f'{k} is {data[k]}' for k in bad)}, not a number JSON can hold;"
+            " the model or the processed data holds non-finite values: re-run from preprocess"
+        )
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(text)
 
 
 def write_csv(path: Path | str, rows: list[dict]) -> None:

@@ -8,37 +8,59 @@ data.mirrors, or the data set's public mirrors when that list is empty. A mirror
 http(s):// URL, a file:// URL or a local directory. A download counts only when its
 gzip stream is whole and, unless data.verify is false, its decompressed content has
 the published md5. Files land in a temporary directory that replaces the output only
-when all four are good, so a failure leaves nothing half-written.
+when all four are good, so a failure leaves nothing half-written. Each file is bounded:
+in bytes sent and decompressed (its size in the data set, mnist_pipeline.datasets.SIZES)
+and in time (a deadline for the whole file). A mirror that cannot be reached or does not
+answer in time is skipped for the rest of the run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import hashlib
 import http.client
 import logging
 import os
 import shutil
+import signal
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
 
 from mnist_pipeline.config import DataParams, load_params
-from mnist_pipeline.datasets import DATASETS, FILES, get_dataset
+from mnist_pipeline.datasets import DATASETS, FILES, SIZES, get_dataset
 from mnist_pipeline.runtime import PipelineError, atomic_path, path_args, run_main
 
 log = logging.getLogger("stages.download")
 
-TIMEOUT_S = 30
+READ_TIMEOUT_S = 15  # connecting, and each wait for more data
+# Each file's deadline: DEADLINE_BASE_S plus its decompressed size at DEADLINE_RATE
+# bytes/s (the .gz is smaller): 30 s for a labels file, 120 s for the training images.
+DEADLINE_BASE_S = 30
+DEADLINE_RATE = 512 * 1024
 CHUNK = 1 << 16
+# Errors of this machine's disk, not of a mirror: no other mirror can help with those.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class MirrorError(Exception):
-    """One mirror could not supply one good file; the message is the reason."""
+    """One mirror could not supply one good file; the message is the reason.
+
+    `unreachable`: the mirror could not be reached or did not answer in time; it is not
+    tried again for the other files of this run (a dead mirror cost 30 s per file).
+    """
+
+    def __init__(self, reason: str, unreachable: bool = False):
+        super().__init__(reason)
+        self.unreachable = unreachable
 
 
 def mirror_list(params: DataParams, env_mirror: str | None) -> list[str]:
@@ -54,20 +76,34 @@ def download(params: DataParams, out_dir: Path, env_mirror: str | None = None) -
     mirrors = mirror_list(params, env_mirror)
     if not params.verify:
         log.warning("data.verify is false: checksums are not checked; use only a copy you trust")
+    unreachable: dict[str, str] = {}  # mirror -> why it is skipped
     with atomic_path(out_dir, directory=True) as tmp_dir:
         for name in FILES:
             expected = dataset.md5[name] if params.verify else None
-            _fetch_from_any(name, mirrors, tmp_dir / f"{name}.gz", expected)
+            _fetch_from_any(name, mirrors, tmp_dir / f"{name}.gz", expected, unreachable)
 
 
-def _fetch_from_any(name: str, mirrors: list[str], dest: Path, md5: str | None) -> None:
+def max_gz_bytes(name: str) -> int:
+    """The most a mirror may send for NAME.gz: gzip adds at most 5 bytes per 64 KiB block
+    of incompressible data, plus its header; 1% and 64 KiB leave room for any compressor."""
+    return SIZES[name] + SIZES[name] // 100 + (1 << 16)
+
+
+def _fetch_from_any(
+    name: str, mirrors: list[str], dest: Path, md5: str | None, unreachable: dict[str, str]
+) -> None:
     failures = []
     for mirror in mirrors:
+        if mirror in unreachable:
+            failures.append(f"  - {mirror}: skipped, {unreachable[mirror]}")
+            continue
         try:
-            _fetch(_join(mirror, f"{name}.gz"), dest)
-            _check_gzip(dest, md5)
+            _fetch(_join(mirror, f"{name}.gz"), dest, name)
+            _check_gzip(dest, md5, SIZES[name])
         except MirrorError as exc:
             dest.unlink(missing_ok=True)
+            if exc.unreachable:
+                unreachable[mirror] = f"it failed for {name}.gz ({exc})"
             log.warning("%s.gz from %s failed: %s; trying the next mirror", name, mirror, exc)
             failures.append(f"  - {mirror}: {exc}")
             continue
@@ -85,10 +121,10 @@ def _join(mirror: str, filename: str) -> str:
     return mirror.rstrip("/") + "/" + filename
 
 
-def _fetch(source: str, dest: Path) -> None:
+def _fetch(source: str, dest: Path, name: str) -> None:
     scheme = urllib.parse.urlsplit(source).scheme
     if scheme in ("http", "https"):
-        _fetch_url(source, dest)
+        _fetch_url(source, dest, name)
         return
     if scheme == "file":
         path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(source).path))
@@ -96,17 +132,28 @@ def _fetch(source: str, dest: Path) -> None:
         path = Path(source)
     if not path.is_file():
         raise MirrorError(f"{path} does not exist")
+    if path.stat().st_size > max_gz_bytes(name):
+        raise MirrorError(f"{path} is larger than any copy of {name}.gz can be")
     try:
         shutil.copyfile(path, dest)
     except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise
         raise MirrorError(f"cannot copy ({exc})") from None
 
 
-def _fetch_url(url: str, dest: Path) -> None:
+def _fetch_url(url: str, dest: Path, name: str) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "mnist-dvc-pipeline"})
+    limit = max_gz_bytes(name)
+    seconds = DEADLINE_BASE_S + SIZES[name] / DEADLINE_RATE
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+        with (
+            _deadline(seconds),
+            urllib.request.urlopen(request, timeout=READ_TIMEOUT_S) as response,
+        ):
             total = int(response.headers.get("Content-Length") or 0) or None
+            if total is not None and total > limit:
+                raise MirrorError(f"announces {total} bytes, more than {name}.gz can be")
             with (
                 open(dest, "wb") as out,
                 tqdm(
@@ -121,23 +168,68 @@ def _fetch_url(url: str, dest: Path) -> None:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
+                    if out.tell() > limit:
+                        raise MirrorError(f"sent over {limit} bytes, more than {name}.gz can be")
+    except _Expired:
+        raise MirrorError(f"not done within the file's {seconds:.3g} s", unreachable=True) from None
     except urllib.error.HTTPError as exc:
         raise MirrorError(f"HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
-        raise MirrorError(f"cannot connect ({exc.reason})") from None
-    except (TimeoutError, OSError, http.client.HTTPException) as exc:
+        raise MirrorError(f"cannot connect ({exc.reason})", unreachable=True) from None
+    except TimeoutError:
+        raise MirrorError(f"no data for {READ_TIMEOUT_S} s", unreachable=True) from None
+    except (OSError, http.client.HTTPException) as exc:
+        if getattr(exc, "errno", None) in DISK_FULL:
+            raise
         raise MirrorError(f"connection failed ({exc!r})") from None
     if total is not None and dest.stat().st_size != total:
         raise MirrorError(f"truncated: got {dest.stat().st_size} of {total} bytes")
 
 
-def _check_gzip(path: Path, md5: str | None) -> None:
-    """Decompress the whole file: catches truncation and corruption; compare md5 if given."""
+class _Expired(Exception):
+    """A file's deadline passed (raised by the SIGALRM handler)."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise _Expired in the block after `seconds` of wall time, even inside a blocking read.
+
+    A socket timeout bounds each read, not the whole file: a mirror sending one byte every
+    20 s held the stage for 100 s for 5 bytes. SIGALRM interrupts the read. It exists on
+    Unix only and reaches only the main thread; elsewhere the per-read timeout still holds.
+    """
+    main_thread = threading.current_thread() is threading.main_thread()
+    if not (hasattr(signal, "setitimer") and main_thread):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _Expired
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _check_gzip(path: Path, md5: str | None, max_size: int) -> None:
+    """Decompress the whole file, up to max_size: catches truncation, corruption and gzip
+    bombs, with data.verify false too; compare md5 if given."""
     digest = hashlib.md5()
+    size = 0
     try:
         with gzip.open(path, "rb") as stream:
             while chunk := stream.read(CHUNK):
                 digest.update(chunk)
+                size += len(chunk)
+                if size > max_size:
+                    raise MirrorError(
+                        f"decompresses to more than {max_size} bytes, the size of this file in "
+                        "the data set: not a copy of it"
+                    )
     except (OSError, EOFError, zlib.error) as exc:
         raise MirrorError(f"corrupt or truncated gzip file ({exc})") from None
     if md5 is not None and digest.hexdigest() != md5:
@@ -153,7 +245,7 @@ def _check_gzip(path: Path, md5: str | None) -> None:
 
 
 def main() -> None:
-    args = path_args(__doc__, "out")
+    args = path_args(__doc__, "out", outputs=("out",))
     params = load_params().data
     log.info("params: %s", params)
     download(params, args.out, os.environ.get("DATA_MIRROR") or None)

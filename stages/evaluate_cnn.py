@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.cnn import Net, evaluate, load_checkpoint
-from mnist_pipeline.config import load_params
+from mnist_pipeline.config import check_batch_size, load_params
 from mnist_pipeline.figures import image_grid
 from mnist_pipeline.metrics import accuracy, confusion_rows, per_class_rows
 from mnist_pipeline.processed import ProcessedData, load_processed
-from mnist_pipeline.runtime import path_args, run_main, write_csv, write_json
+from mnist_pipeline.runtime import all_or_none, path_args, run_main, write_csv, write_json
 
 log = logging.getLogger("stages.evaluate_cnn")
 
@@ -62,20 +62,22 @@ def draw(data: ProcessedData, predicted: np.ndarray, examples: Path, misclassifi
 
 
 def main() -> None:
-    args = path_args(
-        __doc__, "model", "data", "metrics", "per-class", "confusion", "examples", "misclassified"
-    )
+    outputs = ("metrics", "per-class", "confusion", "examples", "misclassified")
+    args = path_args(__doc__, "model", "data", *outputs, outputs=outputs)
     params = load_params().cnn
     log.info("test_batch_size %d", params.test_batch_size)
     model, trained_with = load_checkpoint(args.model)
     log.info("model trained with %s", trained_with)
-    data = load_processed(args.data)
+    data = load_processed(args.data, uses=("test",))
+    check_batch_size("cnn.test_batch_size", params.test_batch_size, len(data.test_y), "test images")
     metrics, predicted = score(model, data, params.test_batch_size)
     log.info("test_loss %.4f test_accuracy %.4f", metrics["test_loss"], metrics["test_accuracy"])
-    write_json(args.metrics, metrics)
-    write_csv(args.per_class, per_class_rows(data.test_y, predicted, data.classes))
-    write_csv(args.confusion, confusion_rows(data.test_y, predicted, data.classes))
-    draw(data, predicted, args.examples, args.misclassified)
+    paths = (args.metrics, args.per_class, args.confusion, args.examples, args.misclassified)
+    with all_or_none(*paths) as (metrics_path, per_class, confusion, examples, misclassified):
+        write_json(metrics_path, metrics)
+        write_csv(per_class, per_class_rows(data.test_y, predicted, data.classes))
+        write_csv(confusion, confusion_rows(data.test_y, predicted, data.classes))
+        draw(data, predicted, examples, misclassified)
 
 
 if __name__ == "__main__":

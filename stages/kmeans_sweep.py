@@ -14,17 +14,18 @@ import logging
 
 from sklearn.metrics import homogeneity_score
 
-from mnist_pipeline.config import KmeansParams, load_params
+from mnist_pipeline.config import KmeansParams, check_batch_size, load_params
 from mnist_pipeline.kmeans import KmeansModel, fit, infer_cluster_labels, save_model
 from mnist_pipeline.metrics import accuracy
 from mnist_pipeline.processed import ProcessedData, load_processed
-from mnist_pipeline.runtime import path_args, progress, run_main, write_csv
+from mnist_pipeline.runtime import all_or_none, path_args, progress, run_main, write_csv
 
 log = logging.getLogger("stages.kmeans_sweep")
 
 
 def sweep(data: ProcessedData, params: KmeansParams) -> tuple[list[dict], KmeansModel]:
     """One row of scores per cluster count (increasing), and the params.test_clusters model."""
+    check_batch_size("kmeans.batch_size", params.batch_size, len(data.train_y), "training images")
     rows, chosen = [], None
     for k in progress(sorted(params.n_clusters), desc="k-means sweep", unit="fit"):
         estimator = fit(data.train_x, k, params)
@@ -51,12 +52,13 @@ def sweep(data: ProcessedData, params: KmeansParams) -> tuple[list[dict], Kmeans
 
 
 def main() -> None:
-    args = path_args(__doc__, "data", "plot", "model")
+    args = path_args(__doc__, "data", "plot", "model", outputs=("plot", "model"))
     params = load_params().kmeans
     log.info("params: %s", params)
-    rows, model = sweep(load_processed(args.data), params)
-    write_csv(args.plot, rows)
-    save_model(args.model, model)
+    rows, model = sweep(load_processed(args.data, uses=("train",)), params)
+    with all_or_none(args.plot, args.model) as (plot, model_path):
+        write_csv(plot, rows)
+        save_model(model_path, model)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from sklearn.metrics import homogeneity_score
 from mnist_pipeline.kmeans import KmeansModel, load_model
 from mnist_pipeline.metrics import accuracy, confusion_rows, per_class_rows
 from mnist_pipeline.processed import ProcessedData, load_processed
-from mnist_pipeline.runtime import path_args, run_main, write_csv, write_json
+from mnist_pipeline.runtime import all_or_none, path_args, run_main, write_csv, write_json
 
 log = logging.getLogger("stages.kmeans_test")
 
@@ -34,13 +34,15 @@ def score(model: KmeansModel, data: ProcessedData) -> tuple[dict, np.ndarray]:
 
 
 def main() -> None:
-    args = path_args(__doc__, "model", "data", "metrics", "per-class", "confusion")
-    data = load_processed(args.data)
+    outputs = ("metrics", "per-class", "confusion")
+    args = path_args(__doc__, "model", "data", *outputs, outputs=outputs)
+    data = load_processed(args.data, uses=("test",))
     metrics, predicted = score(load_model(args.model), data)
     log.info("n_clusters %d test_accuracy %.4f", metrics["n_clusters"], metrics["test_accuracy"])
-    write_json(args.metrics, metrics)
-    write_csv(args.per_class, per_class_rows(data.test_y, predicted, data.classes))
-    write_csv(args.confusion, confusion_rows(data.test_y, predicted, data.classes))
+    with all_or_none(args.metrics, args.per_class, args.confusion) as (metrics_path, per, conf):
+        write_json(metrics_path, metrics)
+        write_csv(per, per_class_rows(data.test_y, predicted, data.classes))
+        write_csv(conf, confusion_rows(data.test_y, predicted, data.classes))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def plot_centroids(model: KmeansModel, out: Path) -> None:
 
 
 def main() -> None:
-    args = path_args(__doc__, "model", "out")
+    args = path_args(__doc__, "model", "out", outputs=("out",))
     plot_centroids(load_model(args.model), args.out)
 
 

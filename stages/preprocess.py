@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.config import PreprocessParams, load_params
-from mnist_pipeline.datasets import get_dataset
+from mnist_pipeline.datasets import SIZES, get_dataset
 from mnist_pipeline.figures import image_grid
 from mnist_pipeline.idx import IdxError, read_images, read_labels
 from mnist_pipeline.processed import ProcessedData, save_processed
-from mnist_pipeline.runtime import path_args, run_main
+from mnist_pipeline.runtime import all_or_none, path_args, run_main
 
 log = logging.getLogger("stages.preprocess")
 
@@ -31,9 +31,10 @@ N_FIRST_IMAGES = 18
 
 def load_split(raw_dir: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     """Images (uint8, N x 28 x 28) and labels of one split ("train" or "t10k")."""
-    images_path = raw_dir / f"{prefix}-images-idx3-ubyte.gz"
-    labels_path = raw_dir / f"{prefix}-labels-idx1-ubyte.gz"
-    images, labels = read_images(images_path), read_labels(labels_path)
+    images_name, labels_name = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+    images_path, labels_path = raw_dir / f"{images_name}.gz", raw_dir / f"{labels_name}.gz"
+    images = read_images(images_path, SIZES[images_name])
+    labels = read_labels(labels_path, SIZES[labels_name])
     if len(images) == 0:
         raise IdxError(f"{images_path} holds no images; the copy is damaged or not MNIST-like")
     if len(images) != len(labels):
@@ -91,13 +92,16 @@ def draw_first_images(data: ProcessedData, path: Path) -> None:
 
 
 def main() -> None:
-    args = path_args(__doc__, "raw", "cnn", "kmeans", "first-images")
+    outputs = ("cnn", "kmeans", "first-images")
+    args = path_args(__doc__, "raw", *outputs, outputs=outputs)
     params = load_params()
     log.info("params: %s", params.preprocess)
     cnn, kmeans = preprocess(args.raw, params.preprocess, get_dataset(params.data.dataset).classes)
-    save_processed(args.cnn, cnn)
-    save_processed(args.kmeans, kmeans)
-    draw_first_images(kmeans, args.first_images)
+    folders = (args.cnn, args.kmeans)
+    with all_or_none(*folders, args.first_images, directories=folders) as (cnn_dir, km_dir, png):
+        save_processed(cnn_dir, cnn)
+        save_processed(km_dir, kmeans)
+        draw_first_images(kmeans, png)
     log.info("train %d images, test %d images", len(cnn.train_y), len(cnn.test_y))
 
 

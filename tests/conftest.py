@@ -6,6 +6,7 @@ import functools
 import http.server
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -96,6 +97,30 @@ class serve:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Hanging:
+    """A server on 127.0.0.1 that accepts connections and never answers; counts them."""
+
+    def __enter__(self) -> Hanging:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/"
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            self.connections.append(connection)
+
+    def __exit__(self, *exc) -> None:
+        self.server.close()
+        for connection in self.connections:
+            connection.close()
 
 
 def command_env(env: dict | None = None) -> dict:

@@ -58,6 +58,12 @@ def test_notebook_params_reproduce_the_notebooks():
         ("data", "verify", "yes", "data.verify: expected bool"),
         ("data", "mirrors", "http://x/", "data.mirrors: expected a list"),
         ("preprocess", "std", 0.0, "preprocess.std"),
+        ("preprocess", "std", float("inf"), "preprocess.std: inf is not allowed"),
+        ("preprocess", "std", 1e-300, "preprocess.std: 1e-300 is not allowed"),
+        ("preprocess", "mean", float("nan"), "preprocess.mean: nan is not allowed"),
+        ("cnn", "lr", float("inf"), "cnn.lr: inf is not allowed; it must be a finite number"),
+        ("cnn", "lr", 1e6, "cnn.lr: 1000000.0 is not allowed"),
+        ("cnn", "momentum", float("nan"), "cnn.momentum: nan is not allowed"),
     ],
 )
 def test_bad_value_names_its_key(section, key, value, message):
@@ -116,3 +122,18 @@ def test_unreadable_files_are_clear_errors(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ParamsError, match="expected a mapping"):
         load_params(bad)
+
+
+def test_params_are_read_as_dvc_reads_them(tmp_path):
+    # YAML 1.2, as DVC reads params.yaml: 1e-3 is a float (PyYAML's YAML 1.1: a string),
+    # .inf is infinity, and a repeated key is an error rather than a silent overwrite.
+    text = (ROOT / "params.yaml").read_text()
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("lr: 0.01", "lr: 1e-3"))
+    assert load_params(path).cnn.lr == 0.001
+    path.write_text(text.replace("lr: 0.01", "lr: .inf"))
+    with pytest.raises(ParamsError, match="cnn.lr: inf is not allowed"):
+        load_params(path)
+    path.write_text(text.replace("  lr: 0.01", "  lr: 0.01\n  lr: 0.02"))
+    with pytest.raises(ParamsError, match="not valid YAML: .*duplicate key"):
+        load_params(path)

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import hashlib
 import http.server
 import logging
+import os
 import shutil
 import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
+import stages.download
 from mnist_pipeline.config import DataParams
-from mnist_pipeline.datasets import DATASETS, FILES, Dataset
+from mnist_pipeline.datasets import DATASETS, FILES, SIZES, Dataset
 from mnist_pipeline.runtime import PipelineError
 from stages.download import download, mirror_list
-from tests.conftest import serve
+from tests.conftest import Hanging, serve
 
 DEAD = "http://127.0.0.1:9/"  # the discard port: connection refused
 
@@ -67,7 +73,8 @@ def test_dead_mirror_then_good_one(tiny_dataset, http_mirror, tiny_dir, tmp_path
         download(params(DEAD, http_mirror), tmp_path / "raw")
     assert_same_files(tmp_path / "raw", tiny_dir)
     failures = [r.getMessage() for r in caplog.records if DEAD in r.getMessage()]
-    assert len(failures) == len(FILES)
+    # Tried for the first file only: a mirror that cannot be reached is skipped afterwards.
+    assert len(failures) == 1
     assert all("cannot connect" in line and "\n" not in line for line in failures)
 
 
@@ -130,6 +137,20 @@ def test_verify_false_accepts_other_content_with_a_warning(http_mirror, tiny_dir
     assert "data.verify is false" in caplog.text
 
 
+@contextlib.contextmanager
+def misbehaving(handler) -> Iterator[http.server.ThreadingHTTPServer]:
+    """A server on 127.0.0.1 that answers with `handler`; it has a .url and counts .requests."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.url = f"http://127.0.0.1:{server.server_port}/"
+    server.requests = 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class _TruncatingHandler(http.server.BaseHTTPRequestHandler):
     """Promises 1000 bytes and sends 10: a connection dropped mid-file."""
 
@@ -146,17 +167,10 @@ class _TruncatingHandler(http.server.BaseHTTPRequestHandler):
 def test_dropped_connection_is_reported_and_skipped(
     tiny_dataset, http_mirror, tiny_dir, tmp_path, caplog
 ):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TruncatingHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/"
-    try:
-        with caplog.at_level(logging.WARNING):
-            download(params(url, http_mirror), tmp_path / "raw")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with misbehaving(_TruncatingHandler) as server, caplog.at_level(logging.WARNING):
+        download(params(server.url, http_mirror), tmp_path / "raw")
     assert_same_files(tmp_path / "raw", tiny_dir)
-    assert f"from {url} failed" in caplog.text
+    assert f"from {server.url} failed" in caplog.text
 
 
 def test_all_mirrors_failing_lists_each_and_keeps_old_output(tiny_dataset, tmp_path):
@@ -180,3 +194,116 @@ def test_all_mirrors_failing_lists_each_and_keeps_old_output(tiny_dataset, tmp_p
 def test_data_mirror_goes_first_and_defaults_fill_in():
     assert mirror_list(params(dataset="mnist"), None) == list(DATASETS["mnist"].mirrors)
     assert mirror_list(params("a", "b", dataset="mnist"), "/local") == ["/local", "a", "b"]
+
+
+@pytest.fixture
+def tiny_sizes(tiny_dir, monkeypatch) -> None:
+    """The tiny files' sizes as the data set's: the caps scale down with them."""
+    for name in FILES:
+        size = len(gzip.decompress((tiny_dir / f"{name}.gz").read_bytes()))
+        monkeypatch.setitem(SIZES, name, size)
+
+
+class _EndlessHandler(http.server.BaseHTTPRequestHandler):
+    """A body with no length and no end (it stops at 16 MiB, so that the test ends anyway)."""
+
+    def do_GET(self):
+        self.server.requests += 1
+        self.send_response(200)
+        self.end_headers()
+        try:
+            for _ in range(256):
+                self.wfile.write(bytes(1 << 16))
+        except OSError:  # the client hung up
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_endless_body_is_cut_at_the_size_cap(
+    tiny_dataset, tiny_sizes, http_mirror, tiny_dir, tmp_path, caplog
+):
+    with misbehaving(_EndlessHandler) as server, caplog.at_level(logging.WARNING):
+        download(params(server.url, http_mirror), tmp_path / "raw")
+    assert_same_files(tmp_path / "raw", tiny_dir)
+    cap = stages.download.max_gz_bytes("train-images-idx3-ubyte")
+    assert cap < 1 << 20
+    assert f"sent over {cap} bytes, more than train-images-idx3-ubyte.gz can be" in caplog.text
+
+
+class _DripHandler(http.server.BaseHTTPRequestHandler):
+    """Promises 40 bytes and sends one every 0.1 s: each read is quick, the file is not."""
+
+    def do_GET(self):
+        self.server.requests += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "40")
+        self.end_headers()
+        try:
+            for _ in range(40):
+                self.wfile.write(b"\x1f")
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_slow_drip_meets_the_file_deadline_and_the_mirror_is_skipped(
+    tiny_dataset, http_mirror, tiny_dir, tmp_path, caplog, monkeypatch
+):
+    monkeypatch.setattr(stages.download, "DEADLINE_BASE_S", 0.5)
+    monkeypatch.setattr(stages.download, "DEADLINE_RATE", 1e12)
+    started = time.monotonic()
+    with misbehaving(_DripHandler) as server, caplog.at_level(logging.WARNING):
+        download(params(server.url, http_mirror), tmp_path / "raw")
+    assert_same_files(tmp_path / "raw", tiny_dir)
+    assert "not done within the file's 0.5 s" in caplog.text
+    assert server.requests == 1  # not asked again for the other three files
+    assert time.monotonic() - started < 30  # generous: 0.5 s and the good mirror's time
+
+
+def test_a_mirror_that_does_not_answer_costs_one_timeout(
+    tiny_dataset, http_mirror, tiny_dir, tmp_path, caplog, monkeypatch
+):
+    monkeypatch.setattr(stages.download, "READ_TIMEOUT_S", 0.5)
+    with Hanging() as hanging, caplog.at_level(logging.WARNING):
+        download(params(hanging.url, http_mirror), tmp_path / "raw")
+        assert len(hanging.connections) == 1
+    assert_same_files(tmp_path / "raw", tiny_dir)
+    assert "no data for 0.5 s" in caplog.text
+
+
+def test_decompression_stops_at_the_size_with_verify_off_too(
+    tiny_sizes, http_mirror, tiny_dir, tmp_path, caplog
+):
+    bomb = tmp_path / "bomb"
+    shutil.copytree(tiny_dir, bomb)
+    size = SIZES["train-images-idx3-ubyte"]
+    with gzip.open(bomb / "train-images-idx3-ubyte.gz", "wb", compresslevel=1) as out:
+        for _ in range(8):
+            out.write(bytes(size))  # 8 times the file's size, in a small .gz
+    with serve(bomb) as url, caplog.at_level(logging.WARNING):
+        download(params(url, http_mirror, dataset="mnist", verify=False), tmp_path / "raw")
+    assert_same_files(tmp_path / "raw", tiny_dir)
+    assert f"decompresses to more than {size} bytes" in caplog.text
+
+
+def test_a_local_file_larger_than_the_cap_is_refused(tiny_sizes, tiny_dir, tmp_path):
+    local = tmp_path / "local"
+    shutil.copytree(tiny_dir, local)
+    (local / "t10k-labels-idx1-ubyte.gz").write_bytes(bytes(1 << 20))
+    with pytest.raises(PipelineError, match="larger than any copy of t10k-labels"):
+        download(params(str(local), dataset="mnist", verify=False), tmp_path / "raw")
+
+
+def test_a_full_disk_is_not_blamed_on_the_mirrors(tiny_dataset, tiny_dir, tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    with pytest.raises(PipelineError, match="raw: No space left on device; the disk is full"):
+        download(params(str(tiny_dir), str(tiny_dir)), tmp_path / "raw")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import struct
+import sys
 
 import numpy as np
 import pytest
 
 from mnist_pipeline.idx import IdxError, read_idx, read_images, read_labels, write_idx
 from stages.preprocess import load_split
+from tests.conftest import ROOT, run
 
 
 def test_round_trip_plain_and_gzip(tmp_path):
@@ -95,3 +98,53 @@ def test_not_gzip_at_all(tmp_path):
     path.write_bytes(b"not gzip")
     with pytest.raises(IdxError, match="cannot read"):
         read_images(path)
+
+
+def test_a_header_whose_shape_overflows_is_a_clear_error(tmp_path):
+    # 2**22 * 2**22 * 2**20 = 2**64: zero in 64-bit arithmetic, so it looked like an empty file.
+    path = tmp_path / "images"
+    path.write_bytes(struct.pack(">HBBIII", 0, 8, 3, 2**22, 2**22, 2**20))
+    with pytest.raises(IdxError, match="impossible shape"):
+        read_idx(path)
+    with pytest.raises(IdxError, match="declares shape .* more than the 1000 bytes"):
+        read_idx(path, max_size=1000)
+
+
+def test_preprocess_checks_the_header_against_the_data_set_size(tmp_path):
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((10_001, 28, 28), np.uint8))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(10_001, np.uint8))
+    with pytest.raises(IdxError, match="more than the 7840016 bytes of this file"):
+        load_split(tmp_path, "t10k")
+
+
+PEAK_RSS = """
+import resource, sys
+from mnist_pipeline.idx import IdxError, read_images
+try:
+    read_images(sys.argv[1])
+except IdxError as exc:
+    print(exc, file=sys.stderr)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss in KiB")
+def test_memory_is_bounded_by_the_declared_size_not_by_what_follows(tmp_path):
+    # A valid header for 1,000 images (0.8 MB), then 96 MiB more: a small gzip bomb.
+    images = np.zeros((1000, 28, 28), np.uint8)
+    write_idx(tmp_path / "valid.gz", images)
+    with gzip.open(tmp_path / "bomb.gz", "wb", compresslevel=1) as bomb:
+        bomb.write(gzip.decompress((tmp_path / "valid.gz").read_bytes()))
+        for _ in range(96):
+            bomb.write(bytes(1 << 20))
+
+    def peak_kib(name: str) -> tuple[int, str]:
+        # Measured in a fresh child: RUSAGE_CHILDREN in this process would hold the largest
+        # child the whole test session has run.
+        out = run([sys.executable, "-c", PEAK_RSS, str(tmp_path / name)], ROOT)
+        return int(out.stdout), out.stderr
+
+    valid, _ = peak_kib("valid.gz")
+    bomb, error = peak_kib("bomb.gz")
+    assert "the file has more bytes" in error
+    assert bomb - valid < 16 * 1024, f"peak RSS {valid} KiB for the file, {bomb} KiB for the bomb"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 import zipfile
@@ -15,6 +16,7 @@ from mnist_pipeline.cnn import Net, evaluate, load_checkpoint, save_checkpoint
 from mnist_pipeline.config import CnnParams, KmeansParams, PreprocessParams
 from mnist_pipeline.kmeans import KmeansModel, fit, infer_cluster_labels, load_model, save_model
 from mnist_pipeline.runtime import PipelineError
+from stages.kmeans_sweep import sweep
 from stages.preprocess import preprocess
 from stages.train_cnn import train
 from tests.conftest import ROOT, run
@@ -152,3 +154,66 @@ def test_plot_centroids_does_not_import_scikit_learn():
     code = "import sys, stages.plot_centroids; print([m for m in sys.modules if 'sklearn' in m])"
     out = run([sys.executable, "-c", code], ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_damaged_checkpoints_are_refused_at_load(tmp_path, tiny):
+    model = train(tiny[0], CNN).model
+    save_checkpoint(tmp_path / "cnn.pt", model, CNN)
+    good = (tmp_path / "cnn.pt").read_bytes()
+    weights = model.state_dict()["fc1.weight"].numpy().tobytes()
+    at = good.index(weights[:64]) + 100
+    damaged = {
+        "empty": b"",  # EOFError inside torch.load
+        "flipped weight": good[:at] + bytes([good[at] ^ 0x10]) + good[at + 1 :],
+        # A non-UTF-8 byte in a tensor name in the pickle: UnicodeDecodeError.
+        "flipped name": good.replace(b"conv1.weight", b"conv1.w\xffight", 1),
+    }
+    for case, data in damaged.items():
+        (tmp_path / "cnn.pt").write_bytes(data)
+        with pytest.raises(PipelineError, match="cnn.pt: .*re-run train_cnn") as error:
+            load_checkpoint(tmp_path / "cnn.pt")
+        assert "\n" not in str(error.value), case
+    (tmp_path / "cnn.pt").write_bytes(damaged["flipped weight"])
+    with pytest.raises(PipelineError, match="do not match the digest"):
+        load_checkpoint(tmp_path / "cnn.pt")
+
+
+def test_a_diverging_training_stops_with_an_error(tiny):
+    cnn_data = tiny[0]
+    poisoned = dataclasses.replace(cnn_data, train_x=cnn_data.train_x.copy())
+    poisoned.train_x[7] = np.inf  # as a diverging step would make the weights
+    with pytest.raises(PipelineError, match=r"training loss at epoch 1, batch \d+ is nan"):
+        train(poisoned, CNN)
+
+
+def test_batch_sizes_are_bounded_by_the_data(tiny):
+    cnn_data, km_data = tiny
+    with pytest.raises(PipelineError, match="cnn.batch_size: 1000000000 is not allowed.*600"):
+        train(cnn_data, dataclasses.replace(CNN, batch_size=10**9))
+    with pytest.raises(PipelineError, match="cnn.test_batch_size: 201 .*at most 200"):
+        train(cnn_data, dataclasses.replace(CNN, test_batch_size=201))
+    with pytest.raises(PipelineError, match="kmeans.batch_size: 601 .*at most 600"):
+        sweep(km_data, dataclasses.replace(KMEANS, batch_size=601))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"cluster_labels": np.full(16, 12)}, "cluster label is outside 0-9"),
+        ({"cluster_labels": np.full(16, -1)}, "cluster label is outside 0-9"),
+        ({"centroids": np.full((16, 784), np.nan, np.float32)}, "NaN or infinite"),
+        ({"centroids": np.zeros((16, 10), np.float32)}, "not \\(k, 784\\)"),
+        ({"cluster_labels": np.zeros(3, np.int64)}, "not 16 integers"),
+    ],
+    ids=["label-12", "label-minus-1", "nan-centroids", "shape", "labels-count"],
+)
+def test_damaged_kmeans_models_are_refused_at_load(tmp_path, change, message):
+    arrays = {
+        "centroids": np.zeros((16, 784), np.float32),
+        "cluster_labels": np.arange(16) % 10,
+        "classes": np.array(list("0123456789")),
+        **change,
+    }
+    np.savez(tmp_path / "km.npz", **arrays)
+    with pytest.raises(PipelineError, match=f"km.npz: .*{message}.*re-run kmeans_sweep"):
+        load_model(tmp_path / "km.npz")
