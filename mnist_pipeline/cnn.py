@@ -60,23 +60,28 @@ def evaluate(
     return total_loss / len(x), np.concatenate(predictions)
 
 
-def save_checkpoint(path: Path | str, model: Net, params: CnnParams) -> None:
-    """Weights together with the params that built them, loadable with weights_only=True."""
+def save_checkpoint(path: Path | str, model: Net, params: CnnParams, meta: dict) -> None:
+    """Weights together with the params that built them, loadable with weights_only=True.
+
+    `meta` describes the input the weights expect (ProcessedData.meta: the data set's name,
+    its class names, and the mean and std of (pixel / 255 - mean) / std), so that the file
+    alone is enough to predict: no params.yaml or data set table needed.
+    """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     # Saving to a buffer, not a path: torch names the archive's inner folder after the file,
     # and the temporary file's random name would make equal weights give different bytes.
     buffer = io.BytesIO()
-    torch.save({"state_dict": state, "params": dataclasses.asdict(params)}, buffer)
+    torch.save({"state_dict": state, "params": dataclasses.asdict(params), "meta": meta}, buffer)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
 
 
-def load_checkpoint(path: Path | str) -> tuple[Net, dict]:
-    """The saved Net (on the CPU) and the cnn params that trained it."""
+def load_checkpoint(path: Path | str) -> tuple[Net, dict, dict]:
+    """The saved Net (on the CPU), the cnn params that trained it, and its input's meta."""
     model = Net()
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(checkpoint["state_dict"])
-        return model, checkpoint["params"]
+        return model, checkpoint["params"], checkpoint["meta"]
     except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as exc:
         raise PipelineError(f"{path}: cannot load the model ({exc}); re-run train_cnn") from None

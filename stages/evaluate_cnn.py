@@ -67,7 +67,7 @@ def main() -> None:
     )
     params = load_params().cnn
     log.info("test_batch_size %d", params.test_batch_size)
-    model, trained_with = load_checkpoint(args.model)
+    model, trained_with, _ = load_checkpoint(args.model)
     log.info("model trained with %s", trained_with)
     data = load_processed(args.data)
     metrics, predicted = score(model, data, params.test_batch_size)
