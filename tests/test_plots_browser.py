@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -170,17 +168,6 @@ def instrumented_copy(page: Path) -> Path:
     copy = page.with_name("plot-check.html")
     copy.write_text(source, encoding="utf-8")
     return copy
-
-
-@pytest.fixture
-def chromium_binary() -> str:
-    binary = shutil.which("chromium")
-    if binary is None:
-        reason = "needs headless Chromium (`apt-get install chromium`) on PATH"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must not skip the browser check: {reason}")
-        pytest.skip(reason)
-    return binary
 
 
 @pytest.mark.slow
