@@ -28,7 +28,7 @@ from mnist_pipeline.kmeans import KmeansModel, load_model
 from mnist_pipeline.predict import Models, predict_files
 from mnist_pipeline.processed import ProcessedData, load_processed
 from stages.demo_page import N_TEST_IMAGES, build_page, page_data
-from tests.test_plots_browser import ARTIFACTS, chromium
+from tests.test_plots_browser import chromium, screenshot
 from tests.test_predict import seven
 
 MAX_PAGE_BYTES = 2_000_000
@@ -222,14 +222,6 @@ def test_demo_page_answers_like_the_models_offline(reproduced_repo, chromium_bin
     assert errors == []
     assert f": CNN {shown_class} (" in line and f"k-means: {label} (centroid" in line
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "demo.png"
-    screenshot.unlink(missing_ok=True)
-    chromium(
-        chromium_binary,
-        f"--screenshot={screenshot}",
-        "--window-size=1100,700",
-        copy.as_uri() + "#screenshot",
-        profile=tmp_path / "profile-screenshot",
+    screenshot(
+        chromium_binary, f"{copy.as_uri()}#screenshot", "demo.png", "1100,560", tmp_path / "p"
     )
-    assert screenshot.is_file() and screenshot.stat().st_size > 0

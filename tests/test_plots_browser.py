@@ -151,6 +151,15 @@ def chromium(binary: str, *args: str, profile: Path) -> str:
     return result.stdout
 
 
+def screenshot(binary: str, url: str, name: str, window: str, profile: Path) -> None:
+    """Keep a screenshot of `url` (window "WIDTH,HEIGHT") as test-artifacts/NAME."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    path.unlink(missing_ok=True)
+    chromium(binary, f"--screenshot={path}", f"--window-size={window}", url, profile=profile)
+    assert path.is_file() and path.stat().st_size > 0
+
+
 def instrumented_copy(page: Path) -> Path:
     """A copy of `page`, next to it (so relative image paths hold), with the check scripts."""
     source = page.read_text(encoding="utf-8")
@@ -180,17 +189,7 @@ def test_plots_page_renders_offline(reproduced_repo, chromium_binary, tmp_path):
     source = page.read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]*\bsrc=", source), "the page still loads scripts by URL"
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "plots.png"
-    screenshot.unlink(missing_ok=True)
-    chromium(
-        chromium_binary,
-        f"--screenshot={screenshot}",
-        "--window-size=1400,4000",
-        page.as_uri(),
-        profile=tmp_path / "profile-screenshot",
-    )
-    assert screenshot.is_file() and screenshot.stat().st_size > 0
+    screenshot(chromium_binary, page.as_uri(), "plots.png", "1400,4000", tmp_path / "profile-shot")
 
     dom = chromium(
         chromium_binary,
