@@ -60,13 +60,18 @@ def evaluate(
     return total_loss / len(x), np.concatenate(predictions)
 
 
-def save_checkpoint(path: Path | str, model: Net, params: CnnParams) -> None:
-    """Weights together with the params that built them, loadable with weights_only=True."""
+def save_checkpoint(path: Path | str, model: Net, params: CnnParams, meta: dict) -> None:
+    """Weights together with the params that built them, loadable with weights_only=True.
+
+    `meta` describes the input the weights expect (ProcessedData.meta: the data set's name,
+    its class names, and the mean and std of (pixel / 255 - mean) / std), so that the file
+    alone is enough to predict: no params.yaml or data set table needed.
+    """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     # Saving to a buffer, not a path: torch names the archive's inner folder after the file,
     # and the temporary file's random name would make equal weights give different bytes.
     buffer = io.BytesIO()
-    checkpoint = {"state_dict": state, "params": dataclasses.asdict(params)}
+    checkpoint = {"state_dict": state, "params": dataclasses.asdict(params), "meta": meta}
     checkpoint["digest"] = weights_digest(state)
     torch.save(checkpoint, buffer)
     with atomic_path(path) as tmp:
@@ -87,13 +92,14 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def load_checkpoint(path: Path | str) -> tuple[Net, dict]:
-    """The saved Net (on the CPU) and the cnn params that trained it, its digest checked."""
+def load_checkpoint(path: Path | str) -> tuple[Net, dict, dict]:
+    """The saved Net (on the CPU), the cnn params that trained it and its input's meta,
+    its digest checked."""
     model = Net()
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(checkpoint["state_dict"])
-        params, digest = checkpoint["params"], checkpoint["digest"]
+        params, meta, digest = checkpoint["params"], checkpoint["meta"], checkpoint["digest"]
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found; run train_cnn first") from None
     # A damaged file fails inside torch.load in many ways: EOFError (empty file),
@@ -106,4 +112,4 @@ def load_checkpoint(path: Path | str) -> tuple[Net, dict]:
             f"{path}: the weights do not match the digest saved with them; the file is "
             "damaged: re-run train_cnn (dvc repro --force train_cnn) or restore it (dvc checkout)"
         )
-    return model, params
+    return model, params, meta

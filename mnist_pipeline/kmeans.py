@@ -39,6 +39,16 @@ class KmeansModel:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.cluster_labels[self.assign(x)]
 
+    def nearest(self, x: np.ndarray, n: int) -> np.ndarray:
+        """(len(x), n): indices of the n nearest centroids to each row of x, nearest first.
+
+        Squared distances in float64, as the demo page computes them.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        centroids = self.centroids.astype(np.float64)
+        distances = (x**2).sum(axis=1)[:, None] - 2 * x @ centroids.T + (centroids**2).sum(axis=1)
+        return np.argsort(distances, axis=1, kind="stable")[:, :n]
+
 
 def fit(x: np.ndarray, n_clusters: int, params: KmeansParams) -> MiniBatchKMeans:
     """MiniBatchKMeans with every result-changing argument taken from params."""

@@ -1,12 +1,15 @@
 """The format of data/processed/: one folder per model, one standard .npy file per array.
 
-A folder holds train_x, train_y, test_x, test_y (int64 labels) and classes (the data set's
-class names), each as NAME.npy. np.load maps each file copy-on-write (mmap_mode="c"), so a
-stage that reads only the test split touches only those pages, and nothing is unpickled.
+A folder holds train_x, train_y, test_x, test_y (int64 labels), each as NAME.npy, and
+meta.json: the data set's name, its class names, and the scaling of the features
+(x = (pixel / 255 - mean) / std). np.load maps each array file copy-on-write
+(mmap_mode="c"), so a stage that reads only the test split touches only those pages, and
+nothing is unpickled.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,32 +18,49 @@ import numpy as np
 
 from mnist_pipeline.runtime import PipelineError, atomic_path
 
+ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 PIXELS = 28 * 28
 
 
 @dataclass(frozen=True)
 class ProcessedData:
-    """Features and int64 labels for both splits, and the data set's class names."""
+    """Features and int64 labels for both splits, and what the features are.
+
+    The features of an image with pixels 0-255 are (pixel / 255 - mean) / std.
+    """
 
     train_x: np.ndarray
     train_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
     classes: tuple[str, ...]
+    dataset: str  # params data.dataset
+    mean: float
+    std: float
+
+    def meta(self) -> dict:
+        """What a model trained on these arrays must know about its input, as plain values."""
+        return {
+            "dataset": self.dataset,
+            "classes": list(self.classes),
+            "mean": self.mean,
+            "std": self.std,
+        }
+
+
+def normalize(unit_images: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """(x - mean) / std in float32, as torchvision's Normalize does, on a new array."""
+    scaled = unit_images - np.float32(mean)
+    scaled /= np.float32(std)
+    return scaled
 
 
 def save_processed(path: Path | str, data: ProcessedData) -> None:
     """Write the folder whole or not at all (it replaces an earlier one in one step)."""
-    arrays = {
-        "train_x": data.train_x,
-        "train_y": data.train_y,
-        "test_x": data.test_x,
-        "test_y": data.test_y,
-        "classes": np.array(data.classes, dtype=str),
-    }
     with atomic_path(path, directory=True) as tmp:
-        for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", array, allow_pickle=False)
+        for name in ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(data, name), allow_pickle=False)
+        (tmp / "meta.json").write_text(json.dumps(data.meta(), indent=2, sort_keys=True) + "\n")
 
 
 def load_processed(path: Path | str, uses: Collection[str] = ("train", "test")) -> ProcessedData:
@@ -51,12 +71,20 @@ def load_processed(path: Path | str, uses: Collection[str] = ("train", "test")) 
     full-size folder, and 180 MiB of peak RSS for training images a stage never reads.
     """
     path = Path(path)
-    arrays = {
-        name: _load(path / f"{name}.npy")
-        for name in ("train_x", "train_y", "test_x", "test_y", "classes")
-    }
-    classes = tuple(str(c) for c in arrays.pop("classes"))
-    data = ProcessedData(**arrays, classes=classes)
+    arrays = {name: _load(path / f"{name}.npy") for name in ARRAYS}
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        data = ProcessedData(
+            **arrays,
+            classes=tuple(meta["classes"]),
+            dataset=meta["dataset"],
+            mean=float(meta["mean"]),
+            std=float(meta["std"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PipelineError(
+            f"{path / 'meta.json'}: cannot read ({exc}); re-run preprocess"
+        ) from None
     for split in ("train", "test"):
         _check(path, split, data, finite=split in uses)
     return data

@@ -66,7 +66,7 @@ def main() -> None:
     args = path_args(__doc__, "model", "data", *outputs, outputs=outputs)
     params = load_params().cnn
     log.info("test_batch_size %d", params.test_batch_size)
-    model, trained_with = load_checkpoint(args.model)
+    model, trained_with, _ = load_checkpoint(args.model)
     log.info("model trained with %s", trained_with)
     data = load_processed(args.data, uses=("test",))
     check_batch_size("cnn.test_batch_size", params.test_batch_size, len(data.test_y), "test images")

@@ -1,13 +1,14 @@
 """Stage preprocess: parse the raw IDX files into the arrays the models train on.
 
-Reads: the download directory (data/raw/); params data.dataset (class names),
+Reads: the download directory (data/raw/); params data.dataset (its name and class names),
 preprocess.mean, preprocess.std.
 Writes: --cnn (data/processed/cnn/): float32 images of shape (N, 1, 28, 28),
 scaled to [0, 1] then normalized with (x - mean) / std, as torchvision's ToTensor and
 Normalize do; --kmeans (data/processed/kmeans/): float32 rows of 784 pixels in [0, 1].
-Both folders hold int64 labels and the class names, one .npy file per array
-(mnist_pipeline.processed). --first-images (plots/data/first_images.png): the first
-training images with their labels.
+Both folders hold int64 labels, one .npy file per array, and meta.json: the data set's
+name, class names and the features' mean and std (0 and 1 for k-means), so that the
+models trained on them can carry these along (mnist_pipeline.processed).
+--first-images (plots/data/first_images.png): the first training images with their labels.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.config import PreprocessParams, load_params
-from mnist_pipeline.datasets import SIZES, get_dataset
+from mnist_pipeline.datasets import SIZES, Dataset, get_dataset
 from mnist_pipeline.figures import image_grid
 from mnist_pipeline.idx import IdxError, read_images, read_labels
-from mnist_pipeline.processed import ProcessedData, save_processed
+from mnist_pipeline.processed import ProcessedData, normalize, save_processed
 from mnist_pipeline.runtime import all_or_none, path_args, run_main
 
 log = logging.getLogger("stages.preprocess")
@@ -46,7 +47,7 @@ def load_split(raw_dir: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def preprocess(
-    raw_dir: Path, params: PreprocessParams, classes: tuple[str, ...]
+    raw_dir: Path, params: PreprocessParams, dataset: Dataset
 ) -> tuple[ProcessedData, ProcessedData]:
     """Return (cnn, kmeans) versions of the data set found in raw_dir."""
     train_images, train_y = load_split(raw_dir, "train")
@@ -59,20 +60,28 @@ def preprocess(
         return scaled
 
     def normalized(unit_images: np.ndarray) -> np.ndarray:
-        scaled = unit_images - np.float32(params.mean)
-        scaled /= np.float32(params.std)
-        return scaled[:, None, :, :]
+        return normalize(unit_images, params.mean, params.std)[:, None, :, :]
 
     train_unit, test_unit = unit(train_images), unit(test_images)
-    labels = dict(train_y=train_y.astype(np.int64), test_y=test_y.astype(np.int64))
+    common = dict(
+        train_y=train_y.astype(np.int64),
+        test_y=test_y.astype(np.int64),
+        classes=dataset.classes,
+        dataset=dataset.name,
+    )
     cnn = ProcessedData(
-        train_x=normalized(train_unit), test_x=normalized(test_unit), classes=classes, **labels
+        train_x=normalized(train_unit),
+        test_x=normalized(test_unit),
+        mean=params.mean,
+        std=params.std,
+        **common,
     )
     kmeans = ProcessedData(
         train_x=train_unit.reshape(len(train_unit), -1),
         test_x=test_unit.reshape(len(test_unit), -1),
-        classes=classes,
-        **labels,
+        mean=0.0,
+        std=1.0,
+        **common,
     )
     return cnn, kmeans
 
@@ -96,7 +105,7 @@ def main() -> None:
     args = path_args(__doc__, "raw", *outputs, outputs=outputs)
     params = load_params()
     log.info("params: %s", params.preprocess)
-    cnn, kmeans = preprocess(args.raw, params.preprocess, get_dataset(params.data.dataset).classes)
+    cnn, kmeans = preprocess(args.raw, params.preprocess, get_dataset(params.data.dataset))
     folders = (args.cnn, args.kmeans)
     with all_or_none(*folders, args.first_images, directories=folders) as (cnn_dir, km_dir, png):
         save_processed(cnn_dir, cnn)

@@ -2,7 +2,8 @@
 
 Reads: --data (data/processed/cnn); params cnn.* (seed, epochs, batch_size,
 test_batch_size, lr, momentum, log_interval).
-Writes: --model (models/cnn.pt, weights with the params that built them);
+Writes: --model (models/cnn.pt, weights with the params that built them, and the data
+set's name, class names and normalization, read from --data);
 --live (dvclive/, written by DVCLive while training runs): plots/metrics/train/
 loss.tsv, the training loss every log_interval batches; plots/metrics/test/loss.tsv and
 accuracy.tsv after each epoch; metrics.json, the latest of each.
@@ -157,7 +158,7 @@ def main() -> None:
     try:
         with live:
             result = train(data, params, live)
-        save_checkpoint(args.model, result.model, params)
+        save_checkpoint(args.model, result.model, params, data.meta())
     except BaseException:
         # DVCLive writes as training goes (so that its progress can be followed): a run that
         # stops early removes what it wrote, leaving no outputs rather than half of them.

@@ -215,6 +215,18 @@ def commit_all(repo: Path, message: str) -> None:
 
 
 @pytest.fixture
+def chromium_binary() -> str:
+    """Debian's chromium for the browser tests; they skip without it, except under CI."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        reason = "needs headless Chromium (`apt-get install chromium`) on PATH"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must not skip the browser check: {reason}")
+        pytest.skip(reason)
+    return binary
+
+
+@pytest.fixture
 def repo_copy(reproduced_repo, tmp_path) -> Path:
     """A private copy of the reproduced repo (cache included) that a test may change."""
     copy = tmp_path / "repo"

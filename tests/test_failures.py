@@ -16,6 +16,7 @@ import pytest
 
 from mnist_pipeline import runtime
 from mnist_pipeline.config import PreprocessParams
+from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.processed import save_processed
 from mnist_pipeline.runtime import PipelineError, atomic_path, run_main, write_json
 from stages import kmeans_sweep, train_cnn
@@ -137,7 +138,7 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path):
 @pytest.fixture
 def tiny_folders(tiny_dir, tmp_path, monkeypatch) -> Path:
     """tmp_path as a project: tiny params and processed folders; the working directory."""
-    cnn, kmeans = preprocess(tiny_dir, PreprocessParams(0.1307, 0.3081), tuple("0123456789"))
+    cnn, kmeans = preprocess(tiny_dir, PreprocessParams(0.1307, 0.3081), get_dataset("mnist"))
     save_processed(tmp_path / "data/processed/cnn", cnn)
     save_processed(tmp_path / "data/processed/kmeans", kmeans)
     write_params(tmp_path, TINY_PARAMS)

@@ -14,6 +14,7 @@ from sklearn.cluster import MiniBatchKMeans
 
 from mnist_pipeline.cnn import Net, evaluate, load_checkpoint, save_checkpoint
 from mnist_pipeline.config import CnnParams, KmeansParams, PreprocessParams
+from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.kmeans import KmeansModel, fit, infer_cluster_labels, load_model, save_model
 from mnist_pipeline.runtime import PipelineError
 from stages.kmeans_sweep import sweep
@@ -31,7 +32,7 @@ KMEANS = KmeansParams(
 
 @pytest.fixture(scope="module")
 def tiny(tiny_dir):
-    return preprocess(tiny_dir, PreprocessParams(0.1307, 0.3081), tuple("0123456789"))
+    return preprocess(tiny_dir, PreprocessParams(0.1307, 0.3081), get_dataset("mnist"))
 
 
 def test_net_shapes_match_the_notebook():
@@ -95,11 +96,18 @@ def test_training_steps_reuse_freed_memory_instead_of_faulting_it_back():
 def test_checkpoint_round_trip_is_reproducible(tmp_path, tiny):
     cnn_data, _ = tiny
     model = train(cnn_data, CNN).model
-    save_checkpoint(tmp_path / "a.pt", model, CNN)
-    save_checkpoint(tmp_path / "b.pt", model, CNN)
+    save_checkpoint(tmp_path / "a.pt", model, CNN, cnn_data.meta())
+    save_checkpoint(tmp_path / "b.pt", model, CNN, cnn_data.meta())
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
-    loaded, params = load_checkpoint(tmp_path / "a.pt")
+    loaded, params, meta = load_checkpoint(tmp_path / "a.pt")
     assert params["lr"] == CNN.lr and params["epochs"] == CNN.epochs
+    # Self-describing: what a user needs to prepare an input and name the answer.
+    assert meta == {
+        "dataset": "mnist",
+        "classes": [str(d) for d in range(10)],
+        "mean": 0.1307,
+        "std": 0.3081,
+    }
     before = evaluate(model, cnn_data.test_x, cnn_data.test_y, 100)
     after = evaluate(loaded, cnn_data.test_x, cnn_data.test_y, 100)
     assert before[0] == after[0] and np.array_equal(before[1], after[1])
@@ -158,7 +166,7 @@ def test_plot_centroids_does_not_import_scikit_learn():
 
 def test_damaged_checkpoints_are_refused_at_load(tmp_path, tiny):
     model = train(tiny[0], CNN).model
-    save_checkpoint(tmp_path / "cnn.pt", model, CNN)
+    save_checkpoint(tmp_path / "cnn.pt", model, CNN, tiny[0].meta())
     good = (tmp_path / "cnn.pt").read_bytes()
     weights = model.state_dict()["fc1.weight"].numpy().tobytes()
     at = good.index(weights[:64]) + 100

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -153,6 +151,15 @@ def chromium(binary: str, *args: str, profile: Path) -> str:
     return result.stdout
 
 
+def screenshot(binary: str, url: str, name: str, window: str, profile: Path) -> None:
+    """Keep a screenshot of `url` (window "WIDTH,HEIGHT") as test-artifacts/NAME."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    path.unlink(missing_ok=True)
+    chromium(binary, f"--screenshot={path}", f"--window-size={window}", url, profile=profile)
+    assert path.is_file() and path.stat().st_size > 0
+
+
 def instrumented_copy(page: Path) -> Path:
     """A copy of `page`, next to it (so relative image paths hold), with the check scripts."""
     source = page.read_text(encoding="utf-8")
@@ -172,17 +179,6 @@ def instrumented_copy(page: Path) -> Path:
     return copy
 
 
-@pytest.fixture
-def chromium_binary() -> str:
-    binary = shutil.which("chromium")
-    if binary is None:
-        reason = "needs headless Chromium (`apt-get install chromium`) on PATH"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must not skip the browser check: {reason}")
-        pytest.skip(reason)
-    return binary
-
-
 @pytest.mark.slow
 def test_plots_page_renders_offline(reproduced_repo, chromium_binary, tmp_path):
     titles, images = declared_plots(reproduced_repo)
@@ -193,17 +189,7 @@ def test_plots_page_renders_offline(reproduced_repo, chromium_binary, tmp_path):
     source = page.read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]*\bsrc=", source), "the page still loads scripts by URL"
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "plots.png"
-    screenshot.unlink(missing_ok=True)
-    chromium(
-        chromium_binary,
-        f"--screenshot={screenshot}",
-        "--window-size=1400,4000",
-        page.as_uri(),
-        profile=tmp_path / "profile-screenshot",
-    )
-    assert screenshot.is_file() and screenshot.stat().st_size > 0
+    screenshot(chromium_binary, page.as_uri(), "plots.png", "1400,4000", tmp_path / "profile-shot")
 
     dom = chromium(
         chromium_binary,

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from torchvision import transforms
 
 from mnist_pipeline.config import PreprocessParams
+from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.idx import read_images
-from mnist_pipeline.processed import ProcessedData, load_processed, save_processed
+from mnist_pipeline.processed import load_processed, save_processed
 from mnist_pipeline.runtime import PipelineError
 from stages.preprocess import preprocess
 
 PARAMS = PreprocessParams(mean=0.1307, std=0.3081)
+MNIST = get_dataset("mnist")
 
 
 def test_cnn_input_equals_torchvision_totensor_normalize(tiny_dir):
-    cnn, _ = preprocess(tiny_dir, PARAMS, tuple("0123456789"))
+    cnn, _ = preprocess(tiny_dir, PARAMS, MNIST)
     raw = read_images(tiny_dir / "train-images-idx3-ubyte.gz")
     notebook = transforms.Compose(
         [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
@@ -29,7 +33,7 @@ def test_cnn_input_equals_torchvision_totensor_normalize(tiny_dir):
 
 
 def test_kmeans_input_is_flat_and_in_unit_range(tiny_dir):
-    _, km = preprocess(tiny_dir, PARAMS, tuple("0123456789"))
+    _, km = preprocess(tiny_dir, PARAMS, MNIST)
     raw = read_images(tiny_dir / "t10k-images-idx3-ubyte.gz")
     assert km.test_x.shape == (200, 784)
     np.testing.assert_allclose(km.test_x, raw.reshape(200, 784) / 255.0, rtol=1e-6)
@@ -37,22 +41,26 @@ def test_kmeans_input_is_flat_and_in_unit_range(tiny_dir):
 
 
 def test_processed_round_trip_and_identical_bytes(tiny_dir, tmp_path):
-    cnn, _ = preprocess(tiny_dir, PARAMS, ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j"))
+    fashion = get_dataset("fashion-mnist")
+    cnn, km = preprocess(tiny_dir, PARAMS, fashion)
     save_processed(tmp_path / "one", cnn)
     save_processed(tmp_path / "two", cnn)
     names = sorted(p.name for p in (tmp_path / "one").iterdir())
-    assert names == ["classes.npy", "test_x.npy", "test_y.npy", "train_x.npy", "train_y.npy"]
+    assert names == ["meta.json", "test_x.npy", "test_y.npy", "train_x.npy", "train_y.npy"]
     for name in names:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     loaded = load_processed(tmp_path / "one")
-    assert loaded.classes == cnn.classes
+    assert loaded.classes == fashion.classes and loaded.dataset == "fashion-mnist"
+    assert (loaded.mean, loaded.std) == (0.1307, 0.3081)
+    # The k-means features are pixel / 255: mean 0, std 1 in the same formula.
+    assert (km.mean, km.std) == (0.0, 1.0)
     np.testing.assert_array_equal(loaded.train_x, cnn.train_x)
     np.testing.assert_array_equal(loaded.test_y, cnn.test_y)
     assert isinstance(loaded.test_x, np.memmap)  # mapped: a stage pays for the pages it reads
 
 
 def test_loaded_arrays_are_private_copies_of_the_files(tiny_dir, tmp_path):
-    cnn, _ = preprocess(tiny_dir, PARAMS, tuple("0123456789"))
+    cnn, _ = preprocess(tiny_dir, PARAMS, MNIST)
     save_processed(tmp_path / "cnn", cnn)
     before = (tmp_path / "cnn/train_x.npy").read_bytes()
     loaded = load_processed(tmp_path / "cnn")
@@ -61,7 +69,7 @@ def test_loaded_arrays_are_private_copies_of_the_files(tiny_dir, tmp_path):
 
 
 def test_missing_or_damaged_processed_files_are_clear_errors(tiny_dir, tmp_path):
-    cnn, _ = preprocess(tiny_dir, PARAMS, tuple("0123456789"))
+    cnn, _ = preprocess(tiny_dir, PARAMS, MNIST)
     save_processed(tmp_path / "cnn", cnn)
     (tmp_path / "cnn/test_y.npy").unlink()
     with pytest.raises(PipelineError, match="test_y.npy: cannot read .*re-run preprocess"):
@@ -75,9 +83,9 @@ def test_missing_or_damaged_processed_files_are_clear_errors(tiny_dir, tmp_path)
 
 
 def test_a_failed_save_keeps_the_earlier_folder(tiny_dir, tmp_path):
-    cnn, _ = preprocess(tiny_dir, PARAMS, tuple("0123456789"))
+    cnn, _ = preprocess(tiny_dir, PARAMS, MNIST)
     save_processed(tmp_path / "cnn", cnn)
-    bad = ProcessedData(cnn.train_x, cnn.train_y, np.array([{}], dtype=object), cnn.test_y, ())
+    bad = dataclasses.replace(cnn, test_x=np.array([{}], dtype=object))
     with pytest.raises(ValueError, match="pickle"):
         save_processed(tmp_path / "cnn", bad)
     np.testing.assert_array_equal(load_processed(tmp_path / "cnn").test_x, cnn.test_x)

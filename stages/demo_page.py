@@ -1,0 +1,83 @@
+"""Stage demo_page: one self-contained HTML page to draw a digit and see both models answer.
+
+Reads: --cnn (models/cnn.pt), --kmeans (models/kmeans.npz), --data (data/processed/kmeans:
+the first test images and their labels).
+Writes: --out (demo/index.html): the page (stages/demo_page.html) with its script
+(stages/demo_page.js), both models' weights and N_TEST_IMAGES test images inlined. The page
+prepares a drawing as mnist_pipeline.digits does and runs both models in plain JavaScript:
+it loads nothing from the network and opens from file://.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from mnist_pipeline.cnn import Net, load_checkpoint
+from mnist_pipeline.kmeans import KmeansModel, load_model
+from mnist_pipeline.processed import ProcessedData, load_processed
+from mnist_pipeline.runtime import atomic_path, path_args, run_main
+
+log = logging.getLogger("stages.demo_page")
+
+N_TEST_IMAGES = 300  # 235 KB of pixels; with the 256x784 centroids the page stays under 2 MB
+TEMPLATE = Path(__file__).with_name("demo_page.html")
+SCRIPT = Path(__file__).with_name("demo_page.js")
+
+
+def _base64(array: np.ndarray, dtype: str) -> str:
+    # Little-endian, as the typed arrays of every browser in use read them.
+    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
+
+
+def page_data(cnn: Net, meta: dict, kmeans: KmeansModel, test: ProcessedData) -> dict:
+    """Everything the page's script needs, as JSON-ready values; arrays as base64."""
+    n = min(N_TEST_IMAGES, len(test.test_y))
+    # The k-means features are pixel / 255 in float32: rounding recovers MNIST's bytes.
+    pixels = np.rint(np.asarray(test.test_x[:n]) * 255).astype(np.uint8)
+    return {
+        "dataset": meta["dataset"],
+        "classes": meta["classes"],
+        "mean": meta["mean"],
+        "std": meta["std"],
+        "cnn": {
+            name: {"shape": list(tensor.shape), "data": _base64(tensor.numpy(), "<f4")}
+            for name, tensor in cnn.state_dict().items()
+        },
+        "kmeans": {
+            "centroids": _base64(kmeans.centroids, "<f4"),
+            "labels": kmeans.cluster_labels.tolist(),
+            "classes": list(kmeans.classes),
+        },
+        "test": {"images": _base64(pixels, "u1"), "labels": test.test_y[:n].tolist()},
+    }
+
+
+def build_page(data: dict) -> str:
+    """The template with the script and the data inlined."""
+    # "</" inside a <script> would end it early: JSON allows writing "/" as "\/".
+    blob = json.dumps(data, separators=(",", ":"), sort_keys=True).replace("</", "<\\/")
+    return (
+        TEMPLATE.read_text(encoding="utf-8")
+        .replace("/*SCRIPT*/", SCRIPT.read_text(encoding="utf-8"))
+        .replace("/*DATA*/", blob)
+    )
+
+
+def main() -> None:
+    args = path_args(__doc__, "cnn", "kmeans", "data", "out", outputs=("out",))
+    cnn, _, meta = load_checkpoint(args.cnn)
+    page = build_page(
+        page_data(cnn, meta, load_model(args.kmeans), load_processed(args.data, uses=("test",)))
+    )
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    log.info("%s: %d bytes, data set %s", args.out, len(page.encode("utf-8")), meta["dataset"])
+
+
+if __name__ == "__main__":
+    run_main(main)

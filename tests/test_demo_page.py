@@ -1,0 +1,227 @@
+"""The demo page: its size budget, and in headless Chromium with no network, its answers.
+
+The browser test loads a copy of the page built by `dvc repro` with a script added at the
+end. That script runs every embedded test image through the page's own inference, then
+draws two strokes on the canvas with PointerEvents, as a pen would, and writes what the page
+did (the canvas pixels, the 28x28 input it showed, its answer and how long it took) into
+the DOM as JSON, which `--dump-dom` hands back. Python then checks all of it against
+PyTorch, the k-means model and mnist_pipeline.digits, and the command-line tool.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnist_pipeline.cnn import Net
+from mnist_pipeline.digits import prepare
+from mnist_pipeline.kmeans import KmeansModel, load_model
+from mnist_pipeline.predict import Models, predict_files
+from mnist_pipeline.processed import ProcessedData, load_processed
+from stages.demo_page import N_TEST_IMAGES, build_page, page_data
+from tests.test_plots_browser import chromium, screenshot
+from tests.test_predict import seven
+
+MAX_PAGE_BYTES = 2_000_000
+MAX_ANSWER_MS = 50
+
+
+def test_full_size_page_stays_under_two_megabytes():
+    # The real models' shapes: 21,840 CNN weights, 256 centroids, 10,000 test images.
+    rng = np.random.default_rng(0)
+    classes = tuple(f"class {i}" for i in range(10))
+    meta = {"dataset": "fashion-mnist", "classes": list(classes), "mean": 0.286, "std": 0.353}
+    kmeans = KmeansModel(rng.random((256, 784), dtype=np.float32), np.arange(256) % 10, classes)
+    test_x = rng.integers(0, 256, size=(10_000, 784)).astype(np.float32) / 255
+    test = ProcessedData(
+        train_x=test_x[:0],
+        train_y=np.zeros(0, np.int64),
+        test_x=test_x,
+        test_y=np.arange(10_000) % 10,
+        classes=classes,
+        dataset="fashion-mnist",
+        mean=0.0,
+        std=1.0,
+    )
+    page = build_page(page_data(Net(), meta, kmeans, test))
+    assert len(page.encode("utf-8")) <= MAX_PAGE_BYTES
+    # Nothing that a browser would fetch: no URLs, no external scripts, styles or images.
+    assert not re.search(r"https?:|\bsrc=|\bhref=|@import|url\(", page)
+    data = json.loads(re.search(r'<script id="data"[^>]*>(.*?)</script>', page, re.S).group(1))
+    assert len(data["test"]["labels"]) == N_TEST_IMAGES
+    pixels = np.frombuffer(base64.b64decode(data["test"]["images"]), np.uint8)
+    np.testing.assert_array_equal(pixels, np.rint(test_x[:N_TEST_IMAGES] * 255).ravel())
+
+
+# At the end of <body>, after the page's own script. With #screenshot in the URL it only
+# draws, for the screenshot; otherwise it also checks and reports.
+CHECK_JS = """
+window.addEventListener("load", function () {
+  var demo = window.digitDemo;
+  var canvas = document.getElementById("draw");
+  var box = canvas.getBoundingClientRect();
+  function send(type, x, y) {
+    canvas.dispatchEvent(new PointerEvent(type, {
+      bubbles: true, cancelable: true, pointerId: 7, pointerType: "pen", isPrimary: true,
+      clientX: box.left + x, clientY: box.top + y,
+      buttons: type === "pointerup" ? 0 : 1, pressure: type === "pointerup" ? 0 : 0.5,
+    }));
+  }
+  // A stroke through the given corners, one pointermove every 4 pixels; returns the
+  // milliseconds its pointerup took to be answered.
+  function stroke(corners) {
+    send("pointerdown", corners[0][0], corners[0][1]);
+    for (var c = 1; c < corners.length; c++) {
+      var from = corners[c - 1], to = corners[c];
+      var steps = Math.ceil(Math.hypot(to[0] - from[0], to[1] - from[1]) / 4);
+      for (var s = 1; s <= steps; s++) {
+        send("pointermove", from[0] + (to[0] - from[0]) * s / steps,
+             from[1] + (to[1] - from[1]) * s / steps);
+      }
+    }
+    var end = corners[corners.length - 1];
+    var started = performance.now();
+    send("pointerup", end[0], end[1]);
+    return performance.now() - started;
+  }
+  var strokeMs = [stroke([[80, 60], [205, 62], [120, 235]]), stroke([[105, 150], [185, 148]])];
+  if (location.hash === "#screenshot") return;
+
+  var images = [];
+  for (var i = 0; i < demo.testCount; i++) {
+    var answer = demo.predict(demo.testImage(i));
+    images.push({ probabilities: answer.probabilities, nearest: answer.nearest[0].index });
+  }
+  // Pictures from Python (any size, either polarity) through the page's own preparation.
+  var prepared = window.__pictures.map(function (picture) {
+    var text = atob(picture.rgba);
+    var bytes = Uint8ClampedArray.from(text, function (c) { return c.charCodeAt(0); });
+    return Array.from(demo.prepare(new ImageData(bytes, picture.width, picture.height)));
+  });
+  var rgba = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  var text = "";
+  for (var j = 0; j < rgba.length; j += 8192) {
+    text += String.fromCharCode.apply(null, rgba.subarray(j, j + 8192));
+  }
+  var input = document.getElementById("input").getContext("2d").getImageData(0, 0, 28, 28).data;
+  var report = document.createElement("pre");
+  report.id = "demo-check";
+  report.textContent = JSON.stringify({
+    images: images,
+    prepared: prepared,
+    canvas: { width: canvas.width, height: canvas.height, rgba: btoa(text) },
+    input: Array.from(input).filter(function (v, k) { return k % 4 === 0; }),
+    answer: document.getElementById("answer").textContent,
+    centroids: Array.from(document.querySelectorAll("#centroids figcaption"),
+                          function (e) { return e.textContent; }),
+    strokeMs: strokeMs,
+    pageLatencyMs: demo.state.latencyMs,
+    fetched: performance.getEntriesByType("resource").map(function (e) { return e.name; }),
+    errors: window.__demoErrors,
+  });
+  document.body.appendChild(report);
+});
+"""
+ERRORS_JS = """
+window.__demoErrors = [];
+window.addEventListener("error", function (event) { window.__demoErrors.push(event.message); });
+"""
+REPORT_RE = re.compile(r'<pre id="demo-check">(.*?)</pre>', re.DOTALL)
+
+
+def sample_pictures() -> list[np.ndarray]:
+    """RGBA pictures of a 7: square, wide, tall, light on dark, tinted, JPEG-compressed."""
+    buffer = io.BytesIO()
+    seven(90, 400).save(buffer, format="JPEG", quality=80)
+    pictures = [
+        seven(200, 200),
+        seven(300, 120, ink="white", paper="black"),
+        seven(60, 250, ink="#223355", paper="#eee8d5"),
+        Image.open(buffer),
+    ]
+    return [np.asarray(picture.convert("RGBA")) for picture in pictures]
+
+
+def instrumented_copy(page: Path, directory: Path, pictures: list[np.ndarray]) -> Path:
+    source = page.read_text(encoding="utf-8")
+    head, body_end = source.index("<head>") + len("<head>"), source.rindex("</body>")
+    listed = [
+        {"width": p.shape[1], "height": p.shape[0], "rgba": base64.b64encode(p).decode()}
+        for p in pictures
+    ]
+    source = (
+        f"{source[:head]}<script>{ERRORS_JS}</script>{source[head:body_end]}"
+        f"<script>window.__pictures = {json.dumps(listed)};</script>"
+        f"<script>{CHECK_JS}</script>{source[body_end:]}"
+    )
+    copy = directory / "demo-check.html"
+    copy.write_text(source, encoding="utf-8")
+    return copy
+
+
+@pytest.mark.slow
+def test_demo_page_answers_like_the_models_offline(reproduced_repo, chromium_binary, tmp_path):
+    page = reproduced_repo / "demo/index.html"
+    assert page.stat().st_size <= MAX_PAGE_BYTES
+    pictures = sample_pictures()
+    copy = instrumented_copy(page, tmp_path, pictures)
+    dom = chromium(chromium_binary, "--dump-dom", copy.as_uri(), profile=tmp_path / "profile")
+    match = REPORT_RE.search(dom)
+    assert match, f"the page never reported; dumped DOM ends with:\n{dom[-2000:]}"
+    report = json.loads(html.unescape(match.group(1)))
+    assert report["errors"] == []
+    assert [url for url in report["fetched"] if not url.startswith(("file:", "data:"))] == []
+
+    # Every embedded test image: the page's CNN and k-means against PyTorch and Python.
+    cnn_data = load_processed(reproduced_repo / "data/processed/cnn")
+    km_data = load_processed(reproduced_repo / "data/processed/kmeans")
+    models = Models(reproduced_repo / "models/cnn.pt", reproduced_repo / "models/kmeans.npz")
+    n = len(report["images"])
+    assert n == min(N_TEST_IMAGES, len(cnn_data.test_y))
+    with torch.no_grad():
+        expected = models.cnn(torch.from_numpy(np.asarray(cnn_data.test_x[:n]))).exp().numpy()
+    page_probabilities = np.array([image["probabilities"] for image in report["images"]])
+    np.testing.assert_array_equal(page_probabilities.argmax(1), expected.argmax(1))
+    assert np.abs(page_probabilities - expected).max() < 1e-4
+    kmeans = load_model(reproduced_repo / "models/kmeans.npz")
+    page_nearest = [image["nearest"] for image in report["images"]]
+    np.testing.assert_array_equal(page_nearest, kmeans.assign(km_data.test_x[:n]))
+
+    # The page prepares pictures as mnist_pipeline.digits does (up to a rounding tie).
+    for picture, page_field in zip(pictures, report["prepared"], strict=True):
+        difference = np.abs(np.array(page_field).reshape(28, 28) - prepare(picture).astype(int))
+        assert difference.max() <= 1
+
+    # The drawing: the canvas's pixels prepared in Python give the input the page showed.
+    canvas = report["canvas"]
+    rgba = np.frombuffer(base64.b64decode(canvas["rgba"]), np.uint8)
+    rgba = rgba.reshape(canvas["height"], canvas["width"], 4)
+    field = prepare(rgba)
+    page_input = np.array(report["input"], dtype=int).reshape(28, 28)
+    assert np.abs(page_input - field).max() <= 1
+    (answer,) = models.predict(field[None])
+    shown_class = report["answer"].rsplit(" (", 1)[0]
+    assert shown_class == models.classes[answer.probabilities.argmax()]
+    label = kmeans.classes[kmeans.cluster_labels[answer.nearest[0]]]
+    assert report["centroids"][0] == f"{label} (#{answer.nearest[0]})"
+    assert max(report["strokeMs"]) < MAX_ANSWER_MS
+    assert report["pageLatencyMs"] < MAX_ANSWER_MS
+
+    # The command-line tool, given the same pixels as a PNG, says the same.
+    Image.fromarray(rgba).save(tmp_path / "drawing.png")
+    (line,), errors = predict_files(models, [tmp_path / "drawing.png"])
+    assert errors == []
+    assert f": CNN {shown_class} (" in line and f"k-means: {label} (centroid" in line
+
+    screenshot(
+        chromium_binary, f"{copy.as_uri()}#screenshot", "demo.png", "1100,560", tmp_path / "p"
+    )

@@ -1,0 +1,147 @@
+"""Preparing a picture the way MNIST was made, and the command that predicts pictures."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from mnist_pipeline.cnn import Net, save_checkpoint
+from mnist_pipeline.digits import BlankImageError, prepare
+from mnist_pipeline.kmeans import KmeansModel, save_model
+from mnist_pipeline.predict import main, model_paths
+from tests.conftest import ROOT, run
+from tests.test_models import CNN
+
+CLASSES = tuple(str(d) for d in range(10))
+
+
+def seven(width: int, height: int, ink: str = "black", paper: str = "white") -> Image.Image:
+    """A hand-drawn-looking 7 filling most of a width x height picture."""
+    image = Image.new("RGB", (width, height), paper)
+    draw = ImageDraw.Draw(image)
+    w, h = width, height
+    stroke = max(2, min(w, h) // 12)
+    draw.line([(0.25 * w, 0.2 * h), (0.75 * w, 0.2 * h), (0.45 * w, 0.85 * h)], ink, stroke)
+    draw.line([(0.35 * w, 0.5 * h), (0.65 * w, 0.5 * h)], ink, stroke)
+    return image
+
+
+def rgba(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGBA"))
+
+
+def test_ink_fills_a_20_pixel_box_centred_by_mass():
+    field = prepare(rgba(seven(300, 180)))  # wider than tall: the width is fitted to 20
+    assert field.shape == (28, 28) and field.dtype == np.uint8
+    rows, cols = np.flatnonzero(field.any(axis=1)), np.flatnonzero(field.any(axis=0))
+    assert cols[-1] - cols[0] + 1 == 20 and rows[-1] - rows[0] + 1 < 20
+    assert field.max() == 255
+    # The centre of mass lands within half a pixel of the field's centre (14, 14).
+    weights = field / field.sum()
+    cy = (weights.sum(axis=1) * (np.arange(28) + 0.5)).sum()
+    cx = (weights.sum(axis=0) * (np.arange(28) + 0.5)).sum()
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+def test_both_polarities_and_transparency_give_the_same_input():
+    dark_on_light = prepare(rgba(seven(200, 200)))
+    light_on_dark = prepare(rgba(seven(200, 200, ink="white", paper="black")))
+    np.testing.assert_array_equal(dark_on_light, light_on_dark)
+    # Grey ink on coloured paper: the same shape, up to the stretch of the contrast.
+    tinted = prepare(rgba(seven(200, 200, ink="#333366", paper="#f0e8d0")))
+    assert np.abs(tinted.astype(int) - dark_on_light).max() <= 1
+    transparent = Image.new("RGBA", (200, 200), (0, 0, 0, 0))  # black ink on nothing
+    transparent.paste(seven(200, 200), mask=seven(200, 200, "white", "black").convert("L"))
+    np.testing.assert_array_equal(prepare(rgba(transparent)), dark_on_light)
+
+
+def test_blank_pictures_are_refused():
+    with pytest.raises(BlankImageError, match="blank image"):
+        prepare(rgba(Image.new("RGB", (50, 40), "white")))
+    noise = np.random.default_rng(0).integers(120, 135, size=(40, 50, 3), dtype=np.uint8)
+    with pytest.raises(BlankImageError, match="blank image"):
+        prepare(rgba(Image.fromarray(noise)))
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """An untrained CNN and random centroids: enough to check what the command prints."""
+    directory = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    meta = {"dataset": "mnist", "classes": list(CLASSES), "mean": 0.1307, "std": 0.3081}
+    save_checkpoint(directory / "cnn.pt", Net(), CNN, meta)
+    centroids = np.random.default_rng(0).random((16, 784), dtype=np.float32)
+    save_model(directory / "kmeans.npz", KmeansModel(centroids, np.arange(16) % 10, CLASSES))
+    return ["--cnn", str(directory / "cnn.pt"), "--kmeans", str(directory / "kmeans.npz")]
+
+
+def predict(capsys, *args: str) -> tuple[int, list[str], list[str]]:
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out.splitlines(), err.splitlines()
+
+
+def test_command_prints_class_top_three_and_centroid_per_image(tmp_path, model_files, capsys):
+    seven(200, 200).save(tmp_path / "dark.png")
+    seven(200, 200, ink="white", paper="black").save(tmp_path / "light.png")
+    seven(90, 400).save(tmp_path / "tall.jpg", quality=90)
+    files = [str(tmp_path / name) for name in ("dark.png", "light.png", "tall.jpg")]
+    status, out, err = predict(capsys, *files, *model_files)
+    assert status == 0 and err == []
+    assert len(out) == 3
+    dark, light, tall = (line.split(": ", 1)[1] for line in out)
+    assert dark == light  # the same pixels, whichever the polarity
+    for line in (dark, tall):
+        assert line.startswith("CNN ") and "top 3: " in line and "; k-means: " in line
+        top = line.split("top 3: ")[1].split(";")[0].split(", ")
+        assert len(top) == 3 and all(item.endswith("%") for item in top)
+
+
+def test_bad_pictures_get_one_line_each_and_the_rest_still_run(tmp_path, model_files, capsys):
+    (tmp_path / "notes.txt").write_text("not a picture")
+    Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
+    seven(100, 100).save(tmp_path / "good.png")
+    files = [str(tmp_path / n) for n in ("notes.txt", "blank.png", "good.png", "gone.png")]
+    status, out, err = predict(capsys, *files, *model_files)
+    assert status == 1
+    assert [line.split(": ", 1)[0] for line in out] == [files[2]]
+    assert err == [
+        f"error: {files[0]}: cannot read it as an image (not an image)",
+        f"error: {files[1]}: blank image: no ink stands out from the paper",
+        f"error: {files[3]}: no such file",
+    ]
+
+
+def test_models_default_to_dvc_yaml_and_missing_ones_name_their_stage(
+    tmp_path, model_files, capsys, monkeypatch
+):
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    monkeypatch.chdir(tmp_path)
+    paths = model_paths()
+    assert {name: (str(path), stage) for name, (path, stage) in paths.items()} == {
+        "cnn": ("models/cnn.pt", "train_cnn"),
+        "kmeans": ("models/kmeans.npz", "kmeans_sweep"),
+    }
+    seven(100, 100).save("digit.png")
+    status, out, err = predict(capsys, "digit.png")
+    assert status == 1 and out == []
+    assert err == ["error: models/cnn.pt: model not found; run `dvc repro train_cnn` to make it"]
+    status, _, err = predict(capsys, "digit.png", "--cnn", model_files[1])
+    assert err == [
+        "error: models/kmeans.npz: model not found; run `dvc repro kmeans_sweep` to make it"
+    ]
+
+
+def test_command_line_errors_have_no_traceback(tmp_path, model_files):
+    (tmp_path / "notes.txt").write_text("not a picture")
+    args = [sys.executable, "-m", "mnist_pipeline.predict", str(tmp_path / "notes.txt")]
+    result = run([*args, *model_files], ROOT, check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {tmp_path / 'notes.txt'}: cannot read it as an image (not an image)"
+    ]
