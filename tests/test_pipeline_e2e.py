@@ -63,9 +63,9 @@ def test_outputs_hold_sensible_results(reproduced_repo):
     assert float(sweep[1]["inertia"]) < float(sweep[0]["inertia"])
     assert all(0 <= float(row["homogeneity"]) <= 1 for row in sweep)
 
-    test = json.loads((reproduced_repo / "metrics/kmeans_test.json").read_text())
-    assert test == {"n_clusters": 16, "test_accuracy": test["test_accuracy"]}
-    assert test["test_accuracy"] > 0.5
+    test = json.loads((reproduced_repo / "metrics/kmeans.json").read_text())
+    assert list(test) == ["kmeans_accuracy"]
+    assert test["kmeans_accuracy"] > 0.5
 
     live = reproduced_repo / "dvclive"
     train_loss = read_csv(live / "plots/metrics/train/loss.tsv")
@@ -120,7 +120,7 @@ def test_forced_repro_gives_identical_outputs(reproduced_repo, repo_copy, mirror
     assert after == before
     wanted = {"models/cnn.pt", "models/kmeans.npz", "dvclive/plots"}
     assert wanted <= set(before)
-    for path in ("metrics/cnn.json", "metrics/kmeans_test.json", "dvclive/metrics.json"):
+    for path in ("metrics/cnn.json", "metrics/kmeans.json", "dvclive/metrics.json"):
         assert (repo_copy / path).read_bytes() == (reproduced_repo / path).read_bytes()
 
 
@@ -128,11 +128,12 @@ def test_metrics_show_and_diff_after_param_change(repo_copy, mirror_env):
     shown = json.loads(dvc(repo_copy, "metrics", "show", "--json").stdout)
     assert shown, "dvc metrics show found no metrics"
     commit_all(repo_copy, "baseline results")
-    set_params(repo_copy, {"kmeans": {"n_clusters": [10, 12], "test_clusters": 12}})
+    set_params(repo_copy, {"cnn": {"lr": 0.02}})
     dvc(repo_copy, "repro", env=mirror_env)
     diff = json.loads(dvc(repo_copy, "metrics", "diff", "--json").stdout)
-    assert diff["metrics/kmeans_test.json"]["n_clusters"] == {"old": 16, "new": 12, "diff": -4}
-    assert "metrics/cnn.json" not in diff  # the CNN did not re-run
+    changed = diff["metrics/cnn.json"]["test_loss"]
+    assert changed["new"] != changed["old"]
+    assert "metrics/kmeans.json" not in diff  # k-means did not re-run
 
 
 def test_plots_show_renders_every_declared_plot(repo_copy):
@@ -183,7 +184,7 @@ def test_returning_to_earlier_params_restores_every_stage_from_the_run_cache(
     assert ran_stages(result.stdout) == set(), result.stdout
     assert "is cached - skipping run" in result.stdout
     assert lock_md5s(repo_copy) == lock_md5s(reproduced_repo)
-    for path in ("metrics/cnn.json", "metrics/kmeans_test.json", "plots/kmeans/sweep.csv"):
+    for path in ("metrics/cnn.json", "metrics/kmeans.json", "plots/kmeans/sweep.csv"):
         assert (repo_copy / path).read_bytes() == (reproduced_repo / path).read_bytes()
 
 
@@ -201,10 +202,13 @@ def test_both_models_are_registry_artifacts(repo_copy, tmp_path):
 def test_tables_lead_with_the_headline_metrics(repo_copy):
     shown = dvc(repo_copy, "metrics", "show").stdout.splitlines()
     assert shown and max(len(line) for line in shown) <= 120, shown
-    header = dvc(repo_copy, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
-    first_metric = header[header.index("parent") + 1]  # after the experiment columns
-    assert first_metric == "metrics/cnn.json:test_accuracy", header
-    assert "metrics/kmeans_test.json:test_accuracy" in header
+    header, workspace = dvc(repo_copy, "exp", "show", "--csv").stdout.splitlines()[:2]
+    header = header.split(",")
+    first = header.index("parent") + 1  # the first column after the experiment's own
+    assert header[first] == "test_accuracy", header  # a name only metrics/cnn.json has
+    cnn = json.loads((repo_copy / "metrics/cnn.json").read_text())
+    assert float(workspace.split(",")[first]) == cnn["test_accuracy"]
+    assert "kmeans_accuracy" in header
 
 
 def test_cluster_counts_are_listed_in_numeric_order(repo_copy, mirror_env):
