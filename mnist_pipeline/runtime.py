@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import ctypes
 import errno
 import glob
 import json
 import logging
 import math
 import os
+import select
 import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
@@ -115,28 +116,51 @@ def _fail(message: str, code: int, show_traceback: bool) -> None:
     sys.exit(code)
 
 
-# prctl(2) option: the signal the kernel sends this process when its parent exits.
-_PR_SET_PDEATHSIG = 1
+# Shells that can stand between dvc and a stage. dvc runs each command through $SHELL
+# (/bin/sh when unset); bash execs a lone command, but dash, Debian's /bin/sh, keeps it as
+# a child, so the stage's parent is then the shell and not dvc.
+_SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish"})
 
 
 def stop_with_parent() -> None:
     """On Linux, stop this stage (SIGTERM) when the process that started it dies.
 
     `kill -9` of dvc otherwise leaves the stage running as an orphan that keeps writing
-    its outputs. SIGTERM raises KeyboardInterrupt here, so temporary files are removed
-    and run_main reports it like Ctrl-C. Elsewhere (no prctl) it does nothing. The kernel
-    signals when the *thread* that started the stage ends; dvc starts stages from its main
-    thread (dvc/stage/run.py), and its shell execs the command, so that is dvc itself.
+    its outputs. The process that started it is the nearest ancestor that is not a shell
+    (see _SHELLS); a daemon thread waits for it to exit on its pidfd. SIGTERM raises
+    KeyboardInterrupt here, so temporary files are removed and run_main reports it like
+    Ctrl-C. Elsewhere (no /proc or pidfd_open) it does nothing.
     """
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError, TypeError):
+        pidfd = os.pidfd_open(_launcher())
+    except ProcessLookupError:
+        raise KeyboardInterrupt from None  # it died while this stage was starting
+    except (OSError, AttributeError, ValueError):
         return
-    parent = os.getppid()
-    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        raise KeyboardInterrupt
+    threading.Thread(target=_stop_when_gone, args=(pidfd,), daemon=True).start()
+
+
+def _launcher() -> int:
+    """The nearest ancestor process that is not a shell (Linux /proc)."""
+    pid = os.getppid()
+    while pid > 1:
+        try:
+            if Path(f"/proc/{pid}/exe").resolve().name not in _SHELLS:
+                break
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:  # another user's process: it is not a shell this stage's dvc started
+            break
+        pid = int(stat.rpartition(")")[2].split()[1])  # the field after "(name)" is the ppid
+    if pid <= 1:
+        raise ValueError("no parent to watch: it exited already, or this is the init process")
+    return pid
+
+
+def _stop_when_gone(pidfd: int) -> None:
+    """Wait until the process behind `pidfd` exits, then stop this one like Ctrl-C does."""
+    select.select([pidfd], [], [])
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextlib.contextmanager

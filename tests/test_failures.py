@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -200,40 +201,48 @@ def test_git_ignores_temporary_outputs(tmp_path):
     assert status.splitlines() == ["?? .gitignore"]
 
 
-ORPHAN = """
+STAGE = """
 import os, sys, time
 from mnist_pipeline.runtime import run_main
 def stage():
-    open(sys.argv[1], "w").close()  # ready: the parent may die now
+    with open(sys.argv[1], "w") as ready:  # ready: the parent may die now
+        ready.write(str(os.getpid()))
     time.sleep(60)
-child = os.fork()
-if child == 0:
-    run_main(stage)
-else:
-    print(child, flush=True)
-    time.sleep(60)
+run_main(stage)
 """
+LAUNCHER = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(60)"
+# dvc runs commands through $SHELL, /bin/sh when unset: dash on Debian, which keeps a lone
+# command as its child; bash execs it. "; exit $?" keeps any shell in between.
+SHELLS = [None, *(shell for shell in ("/bin/sh", "/bin/bash") if Path(shell).exists())]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
-def test_a_stage_stops_when_its_parent_is_killed(tmp_path):
+def exited(pid: str) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and pidfd_open")
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_stage_stops_when_its_parent_is_killed(tmp_path, shell):
     ready = tmp_path / "ready"
-    parent = subprocess.Popen(
-        [sys.executable, "-c", ORPHAN, str(ready)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    stage = [sys.executable, "-c", STAGE, str(ready)]
+    if shell:
+        stage = [shell, "-c", shlex.join(stage) + "; exit $?"]
+    parent = subprocess.Popen([sys.executable, "-c", LAUNCHER, *stage], cwd=ROOT)
     deadline = time.monotonic() + 30
-    while not ready.exists() and time.monotonic() < deadline:
+    while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
+    pid = ready.read_text()
+    assert not exited(pid)
     parent.kill()  # kill -9
-    child = Path(f"/proc/{int(parent.stdout.readline())}/stat")
     parent.wait()
-    while child.exists() and child.read_text().split()[2] != "Z" and time.monotonic() < deadline:
+    deadline = time.monotonic() + 30
+    while not exited(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not child.exists() or child.read_text().split()[2] == "Z", "the stage outlived dvc"
+    assert exited(pid), "the stage outlived the process that started it"
 
 
 def test_processed_arrays_are_checked_where_cheap(tiny_folders):
@@ -275,15 +284,16 @@ def stage_processes(module: str, cwd: Path) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
-def test_kill_9_of_dvc_stops_the_stage_it_ran(tmp_path, mirror_env):
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and pidfd_open")
+@pytest.mark.parametrize("shell", SHELLS[1:])
+def test_kill_9_of_dvc_stops_the_stage_it_ran(tmp_path, mirror_env, shell):
     repo = make_repo(tmp_path / "repo")
     dvc(repo, "repro", "preprocess", env=mirror_env)
     set_params(repo, {"cnn": {"epochs": 10_000}})  # trains until stopped
     dvc_run = subprocess.Popen(
         [str(BIN / "dvc"), "repro", "train_cnn"],
         cwd=repo,
-        env=command_env(mirror_env),
+        env=command_env({**mirror_env, "SHELL": shell}),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -293,6 +303,7 @@ def test_kill_9_of_dvc_stops_the_stage_it_ran(tmp_path, mirror_env):
     assert stage_processes("stages.train_cnn", repo.resolve())
     dvc_run.kill()
     dvc_run.wait()
+    deadline = time.monotonic() + 30
     while stage_processes("stages.train_cnn", repo.resolve()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not stage_processes("stages.train_cnn", repo.resolve()), "the stage outlived dvc"
