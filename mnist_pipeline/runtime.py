@@ -158,9 +158,13 @@ def _launcher() -> int:
 
 
 def _stop_when_gone(pidfd: int) -> None:
-    """Wait until the process behind `pidfd` exits, then stop this one like Ctrl-C does."""
+    """Wait until the process behind `pidfd` exits, then stop this one like Ctrl-C does.
+
+    The signal goes to the main thread itself, so that it also interrupts a blocking call
+    there (a sleep, a read) instead of waiting for it to return.
+    """
     select.select([pidfd], [], [])
-    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
 
 
 @contextlib.contextmanager
