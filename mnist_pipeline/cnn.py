@@ -64,8 +64,9 @@ def save_checkpoint(path: Path | str, model: Net, params: CnnParams, meta: dict)
     """Weights together with the params that built them, loadable with weights_only=True.
 
     `meta` describes the input the weights expect (ProcessedData.meta: the data set's name,
-    its class names, and the mean and std of (pixel / 255 - mean) / std), so that the file
-    alone is enough to predict: no params.yaml or data set table needed.
+    its class names, the mean and std of (pixel / 255 - mean) / std, and the preparation of
+    a user's picture), so that the file alone is enough to predict: no params.yaml or data
+    set table needed.
     """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     # Saving to a buffer, not a path: torch names the archive's inner folder after the file,

@@ -1,17 +1,20 @@
-"""Prepare a picture of a digit (or a garment) the way MNIST's digits were made.
+"""Prepare a picture of a digit or a garment the way its data set's images were made.
 
 NIST's digits were fitted into a 20x20 box keeping their aspect ratio, anti-aliasing giving
-grey levels, then placed in a 28x28 field with their centre of mass at its centre: white
-ink on black, one byte per pixel. A drawing or photo must go through the same steps to look
-like the training data to the models:
+grey levels, then placed in a 28x28 field with their centre of mass at its centre.
+Fashion-MNIST's garments were trimmed, their longest edge resized to 28, and centred by
+their bounding box. Both are white ink on black, one byte per pixel. A drawing or photo
+must go through the same steps to look like the training data to the models, under its
+data set's rule (mnist_pipeline.datasets.Preparation, carried in the model's meta):
 
 1. grey levels: luma of the RGB, transparent parts taken as white paper;
 2. ink: the paper's level is the median of the border pixels, so dark ink on light paper
    and light ink on dark paper both work; ink is then scaled so that the strongest is 1,
    and ink under a tenth of that counts as paper (shadows, JPEG noise);
-3. the ink's bounding box is scaled to fit 20x20 by averaging over areas, then rounded to
-   bytes like MNIST's pixels;
-4. that box is placed in the 28x28 field with its centre of mass on the field's centre.
+3. the ink's bounding box is scaled to fit the rule's box (20x20 or 28x28) by averaging
+   over areas, then rounded to bytes like MNIST's pixels;
+4. that box is placed in the 28x28 field with its centre of mass, or its own centre, on
+   the field's centre.
 
 The demo page does the same steps in JavaScript (`prepare` in stages/demo_page.js): keep
 the two alike, step for step. Rounding is floor(x + 0.5) in both, and the centre of mass
@@ -24,9 +27,9 @@ import math
 
 import numpy as np
 
+from mnist_pipeline.datasets import Preparation
 from mnist_pipeline.runtime import PipelineError
 
-BOX = 20  # the side of the box the ink is fitted into
 FIELD = 28  # the side of the image the models take
 PAPER = 0.1  # ink weaker than this fraction of the strongest counts as paper
 MIN_CONTRAST = 0.1  # an image whose ink stands less than this above the paper is blank
@@ -36,9 +39,9 @@ class BlankImageError(PipelineError):
     """The image has no ink to read: one uniform level, give or take noise."""
 
 
-def prepare(rgba: np.ndarray) -> np.ndarray:
-    """An (H, W, 4) uint8 RGBA picture -> the (28, 28) uint8 MNIST-style image of its ink."""
-    return center(fit_box(ink(grey_levels(rgba))))
+def prepare(rgba: np.ndarray, rule: Preparation) -> np.ndarray:
+    """An (H, W, 4) uint8 RGBA picture -> the (28, 28) uint8 image of its ink, as `rule` says."""
+    return center(fit_box(ink(grey_levels(rgba)), rule.box), rule.center)
 
 
 def grey_levels(rgba: np.ndarray) -> np.ndarray:
@@ -66,15 +69,15 @@ def ink(grey: np.ndarray) -> np.ndarray:
     return strength
 
 
-def fit_box(strength: np.ndarray) -> np.ndarray:
-    """The ink's bounding box scaled to fit 20x20 (aspect kept), as bytes 0-255."""
+def fit_box(strength: np.ndarray, box: int) -> np.ndarray:
+    """The ink's bounding box scaled to fit box x box (aspect kept), as bytes 0-255."""
     rows = np.flatnonzero(strength.any(axis=1))
     cols = np.flatnonzero(strength.any(axis=0))
     crop = strength[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     height, width = crop.shape
     side = max(height, width)
-    out_h = max(1, _round(height * BOX / side))
-    out_w = max(1, _round(width * BOX / side))
+    out_h = max(1, _round(height * box / side))
+    out_w = max(1, _round(width * box / side))
     scaled = area_weights(height, out_h) @ crop @ area_weights(width, out_w).T
     return np.floor(np.clip(scaled, 0, 1) * 255 + 0.5).astype(np.uint8)
 
@@ -92,18 +95,23 @@ def area_weights(n_in: int, n_out: int) -> np.ndarray:
     return np.clip(overlap, 0, None) / step
 
 
-def center(box: np.ndarray) -> np.ndarray:
-    """Place `box` in a 28x28 field with its centre of mass on the field's centre.
+def center(box: np.ndarray, by: str) -> np.ndarray:
+    """Place `box` in a 28x28 field with its centre of mass (by="mass") or its own centre
+    (by="box") on the field's centre.
 
-    Pixel i spans [i, i + 1), so a centre of mass at index c lies at c + 0.5, and the shift
-    that puts it nearest to 14 is floor(14 - c). Ink pushed past the edge is cut off.
+    Pixel i spans [i, i + 1), so a centre at index c lies at c + 0.5, and the shift that
+    puts it nearest to 14 is floor(14 - c): by its own centre, an odd margin's extra pixel
+    goes left and top, as in Fashion-MNIST. Ink pushed past the edge is cut off.
     """
     weights = box.astype(np.float64)
     total = weights.sum()
     if total == 0:  # a few specks on a large picture average out to nothing
-        raise BlankImageError("blank image: too little ink to show at 20x20 pixels")
-    cy = (weights.sum(axis=1) * np.arange(box.shape[0])).sum() / total
-    cx = (weights.sum(axis=0) * np.arange(box.shape[1])).sum() / total
+        raise BlankImageError("blank image: too little ink to show at 28x28 pixels")
+    if by == "mass":
+        cy = (weights.sum(axis=1) * np.arange(box.shape[0])).sum() / total
+        cx = (weights.sum(axis=0) * np.arange(box.shape[1])).sum() / total
+    else:
+        cy, cx = (box.shape[0] - 1) / 2, (box.shape[1] - 1) / 2
     field = np.zeros((FIELD, FIELD), dtype=np.uint8)
     top, left = math.floor(FIELD / 2 - cy), math.floor(FIELD / 2 - cx)
     y0, x0 = max(top, 0), max(left, 0)

@@ -4,9 +4,10 @@
 
 For each image (PNG, JPEG or anything else Pillow reads; any size; dark ink on light paper
 or light on dark) it prints one line: the CNN's class and probability, its top three, and
-the label of the nearest k-means centroid. Each picture is first prepared the way MNIST's
-digits were made (mnist_pipeline.digits). The models default to the paths that dvc.yaml's
-`artifacts:` gives them, so from the project root no option is needed after `dvc repro`.
+the label of the nearest k-means centroid. Each picture is first prepared the way the
+model's data set made its images (mnist_pipeline.digits, under the rule in the model's
+meta). The models default to the paths that dvc.yaml's `artifacts:` gives them, so from
+the project root no option is needed after `dvc repro`.
 
 A file that is not an image, or a blank one, gets a one-line error and the others are still
 read; the exit status is then 1. A missing model stops at once, naming the stage to run.
@@ -25,6 +26,7 @@ import yaml
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_pipeline.cnn import load_checkpoint
+from mnist_pipeline.datasets import preparation_of
 from mnist_pipeline.digits import prepare
 from mnist_pipeline.kmeans import load_model
 from mnist_pipeline.processed import normalize
@@ -47,9 +49,10 @@ class Models:
         self.cnn.eval()
         self.kmeans = load_model(kmeans_path)
         self.classes: tuple[str, ...] = tuple(self.meta["classes"])
+        self.preparation = preparation_of(self.meta)
 
     def predict(self, images: np.ndarray) -> list[Prediction]:
-        """Both models' answers for uint8 images of shape (N, 28, 28), MNIST-style."""
+        """Both models' answers for uint8 images of shape (N, 28, 28), prepared."""
         unit = images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
         x = normalize(unit, self.meta["mean"], self.meta["std"]).reshape(-1, 1, 28, 28)
         with torch.no_grad():
@@ -117,7 +120,7 @@ def predict_files(models: Models, files: list[Path]) -> tuple[list[str], list[st
     lines, errors, images, names = [], [], [], []
     for path in files:
         try:
-            images.append(prepare(read_image(path)))
+            images.append(prepare(read_image(path), models.preparation))
             names.append(path)
         except PipelineError as exc:
             errors.append(f"{path}: {exc}")

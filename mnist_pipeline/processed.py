@@ -1,10 +1,10 @@
 """The format of data/processed/: one folder per model, one standard .npy file per array.
 
 A folder holds train_x, train_y, test_x, test_y (int64 labels), each as NAME.npy, and
-meta.json: the data set's name, its class names, and the scaling of the features
-(x = (pixel / 255 - mean) / std). np.load maps each array file copy-on-write
-(mmap_mode="c"), so a stage that reads only the test split touches only those pages, and
-nothing is unpickled.
+meta.json: the data set's name, its class names, the scaling of the features
+(x = (pixel / 255 - mean) / std), and how a user's picture is prepared to look like the
+images. np.load maps each array file copy-on-write (mmap_mode="c"), so a stage that reads
+only the test split touches only those pages, and nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ class ProcessedData:
     dataset: str  # params data.dataset
     mean: float
     std: float
+    # mnist_pipeline.datasets.Preparation as plain values: importing datasets here would
+    # make every stage that reads these folders depend on the mirrors and checksums.
+    preparation: dict
 
     def meta(self) -> dict:
         """What a model trained on these arrays must know about its input, as plain values."""
@@ -45,6 +48,7 @@ class ProcessedData:
             "classes": list(self.classes),
             "mean": self.mean,
             "std": self.std,
+            "preparation": self.preparation,
         }
 
 
@@ -80,6 +84,7 @@ def load_processed(path: Path | str, uses: Collection[str] = ("train", "test")) 
             dataset=meta["dataset"],
             mean=float(meta["mean"]),
             std=float(meta["std"]),
+            preparation=dict(meta["preparation"]),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise PipelineError(

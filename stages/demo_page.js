@@ -1,5 +1,5 @@
-// The demo page's script: prepare a drawing as MNIST's digits were made, then run the CNN and
-// k-means on it, in plain JavaScript. The stage inlines this file and the models' data
+// The demo page's script: prepare a drawing as the data set's images were made, then run the
+// CNN and k-means on it, in plain JavaScript. The stage inlines this file and the models' data
 // (the <script id="data"> element) into one page that needs no network.
 "use strict";
 (function () {
@@ -8,6 +8,7 @@
   const PIXELS = FIELD * FIELD;
   const TOP = 3; // nearest centroids shown
   const WARM_UP_ROUNDS = 3;
+  const SUBJECT = DATA.preparation.subject; // what the pictures show: "digit", "garment"
 
   function decodeBytes(base64) {
     const text = atob(base64);
@@ -30,7 +31,6 @@
 
   // ---- Preparation: mnist_pipeline/digits.py, step for step (see its docstring). ----
 
-  const BOX = 20; // the side of the box the ink is fitted into
   const PAPER = 0.1; // ink weaker than this fraction of the strongest counts as paper
   const MIN_CONTRAST = 0.1; // an image whose ink stands less than this above the paper is blank
 
@@ -105,8 +105,8 @@
     return rows;
   }
 
-  // digits.fit_box: the ink's bounding box scaled to fit 20x20, as bytes.
-  function fitBox(strength, width, height) {
+  // digits.fit_box: the ink's bounding box scaled to fit boxSide x boxSide, as bytes.
+  function fitBox(strength, width, height, boxSide) {
     let top = height, bottom = -1, left = width, right = -1;
     for (let y = 0; y < height; y++) {
       for (let x = 0; x < width; x++) {
@@ -121,8 +121,8 @@
     const cropH = bottom - top + 1;
     const cropW = right - left + 1;
     const side = Math.max(cropH, cropW);
-    const outH = Math.max(1, round((cropH * BOX) / side));
-    const outW = Math.max(1, round((cropW * BOX) / side));
+    const outH = Math.max(1, round((cropH * boxSide) / side));
+    const outW = Math.max(1, round((cropW * boxSide) / side));
     const across = areaWeights(cropW, outW);
     const down = areaWeights(cropH, outH);
     // Columns first (crop rows -> outW values each), then rows.
@@ -148,8 +148,9 @@
     return { pixels: box, width: outW, height: outH };
   }
 
-  // digits.center: the box in the 28x28 field, its centre of mass on the field's centre.
-  function center(box) {
+  // digits.center: the box in the 28x28 field, its centre of mass (by "mass") or its own
+  // centre (by "box") on the field's centre.
+  function center(box, by) {
     let total = 0, rowMoment = 0, colMoment = 0;
     for (let y = 0; y < box.height; y++) {
       for (let x = 0; x < box.width; x++) {
@@ -159,9 +160,11 @@
         colMoment += value * x;
       }
     }
-    if (total === 0) throw new BlankImage("blank image: too little ink to show at 20x20 pixels");
-    const top = Math.floor(FIELD / 2 - rowMoment / total);
-    const left = Math.floor(FIELD / 2 - colMoment / total);
+    if (total === 0) throw new BlankImage("blank image: too little ink to show at 28x28 pixels");
+    const cy = by === "mass" ? rowMoment / total : (box.height - 1) / 2;
+    const cx = by === "mass" ? colMoment / total : (box.width - 1) / 2;
+    const top = Math.floor(FIELD / 2 - cy);
+    const left = Math.floor(FIELD / 2 - cx);
     const field = new Uint8Array(PIXELS);
     for (let y = 0; y < box.height; y++) {
       for (let x = 0; x < box.width; x++) {
@@ -174,10 +177,12 @@
     return field;
   }
 
-  // digits.prepare: an ImageData (any size) -> 784 bytes, white ink on black.
-  function prepare(image) {
+  // digits.prepare: an ImageData (any size) -> 784 bytes, white ink on black, as `rule`
+  // (DATA.preparation: { box, center }) says.
+  function prepare(image, rule) {
     const grey = greyLevels(image.data, image.width * image.height);
-    return center(fitBox(ink(grey, image.width, image.height), image.width, image.height));
+    const strength = ink(grey, image.width, image.height);
+    return center(fitBox(strength, image.width, image.height, rule.box), rule.center);
   }
 
   // ---- The CNN: mnist_pipeline/cnn.py's Net in eval mode (dropout off). ----
@@ -351,18 +356,18 @@
     pen.fillRect(0, 0, canvas.width, canvas.height);
     state.testIndex = -1;
     clearResults();
-    status.textContent = "Draw a digit, or step through the test images.";
+    status.textContent = `Draw a ${SUBJECT}, or step through the test images.`;
   }
 
   // Called at the end of each stroke: prepare what is on the canvas and answer.
   function answerDrawing(strokeEnded) {
     let pixels;
     try {
-      pixels = prepare(pen.getImageData(0, 0, canvas.width, canvas.height));
+      pixels = prepare(pen.getImageData(0, 0, canvas.width, canvas.height), DATA.preparation);
     } catch (error) {
       if (!(error instanceof BlankImage)) throw error;
       clearResults();
-      status.textContent = "Nothing to read yet: draw a bigger or darker digit.";
+      status.textContent = `Nothing to read yet: draw a bigger or darker ${SUBJECT}.`;
       return;
     }
     show(pixels);
@@ -455,10 +460,13 @@
     context.fillStyle = "#000";
     context.fillRect(scratch.width / 3, scratch.height / 4, scratch.width / 10, scratch.height / 2);
     for (let i = 0; i < WARM_UP_ROUNDS; i++) {
-      predict(prepare(context.getImageData(0, 0, scratch.width, scratch.height)));
+      const image = context.getImageData(0, 0, scratch.width, scratch.height);
+      predict(prepare(image, DATA.preparation));
     }
   }
 
+  document.title = `Draw a ${SUBJECT}: the pipeline's models`;
+  document.getElementById("heading").textContent = `Draw a ${SUBJECT}`;
   document.getElementById("about").textContent =
     `The ${DATA.dataset} models of this pipeline: a CNN and k-means with ${nCentroids} ` +
     `centroids, running in this page. ${testCount} test images are embedded.`;
@@ -467,7 +475,7 @@
 
   // For the tests and the curious (browser console): the page's own functions and state.
   window.digitDemo = {
-    prepare, predict, showTestImage, clearCanvas, state,
+    prepare, predict, showTestImage, clearCanvas, state, preparation: DATA.preparation,
     testCount, testImage: (i) => testImages.subarray(i * PIXELS, (i + 1) * PIXELS),
   };
 })();

@@ -1,16 +1,19 @@
-"""Stage demo_page: one self-contained HTML page to draw a digit and see both models answer.
+"""Stage demo_page: one self-contained HTML page to draw a digit (or a garment) and see both
+models answer.
 
 Reads: --cnn (models/cnn.pt), --kmeans (models/kmeans.npz), --data (data/processed/kmeans:
 the first test images and their labels).
 Writes: --out (demo/index.html): the page (stages/demo_page.html) with its script
 (stages/demo_page.js), both models' weights and N_TEST_IMAGES test images inlined. The page
-prepares a drawing as mnist_pipeline.digits does and runs both models in plain JavaScript:
-it loads nothing from the network and opens from file://.
+prepares a drawing as mnist_pipeline.digits does, under the preparation in the CNN's meta,
+and runs both models in plain JavaScript: it loads nothing from the network and opens from
+file://.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -18,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.cnn import Net, load_checkpoint
+from mnist_pipeline.datasets import preparation_of
 from mnist_pipeline.kmeans import KmeansModel, load_model
 from mnist_pipeline.processed import ProcessedData, load_processed
 from mnist_pipeline.runtime import atomic_path, path_args, run_main
@@ -44,6 +48,7 @@ def page_data(cnn: Net, meta: dict, kmeans: KmeansModel, test: ProcessedData) ->
         "classes": meta["classes"],
         "mean": meta["mean"],
         "std": meta["std"],
+        "preparation": dataclasses.asdict(preparation_of(meta)),
         "cnn": {
             name: {"shape": list(tensor.shape), "data": _base64(tensor.numpy(), "<f4")}
             for name, tensor in cnn.state_dict().items()

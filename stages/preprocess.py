@@ -6,13 +6,15 @@ Writes: --cnn (data/processed/cnn/): float32 images of shape (N, 1, 28, 28),
 scaled to [0, 1] then normalized with (x - mean) / std, as torchvision's ToTensor and
 Normalize do; --kmeans (data/processed/kmeans/): float32 rows of 784 pixels in [0, 1].
 Both folders hold int64 labels, one .npy file per array, and meta.json: the data set's
-name, class names and the features' mean and std (0 and 1 for k-means), so that the
-models trained on them can carry these along (mnist_pipeline.processed).
+name, class names, the features' mean and std (0 and 1 for k-means) and its preparation
+of a user's picture, so that the models trained on them can carry these along
+(mnist_pipeline.processed).
 --first-images (plots/data/first_images.png): the first training images with their labels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -68,6 +70,7 @@ def preprocess(
         test_y=test_y.astype(np.int64),
         classes=dataset.classes,
         dataset=dataset.name,
+        preparation=dataclasses.asdict(dataset.preparation),
     )
     cnn = ProcessedData(
         train_x=normalized(train_unit),

@@ -33,7 +33,8 @@ def tiny_dataset(tiny_dir, monkeypatch) -> str:
         n: hashlib.md5(gzip.decompress((tiny_dir / f"{n}.gz").read_bytes())).hexdigest()
         for n in FILES
     }
-    monkeypatch.setitem(DATASETS, "tiny", Dataset("tiny", tuple("0123456789"), md5, ()))
+    tiny = Dataset("tiny", tuple("0123456789"), md5, (), DATASETS["mnist"].preparation)
+    monkeypatch.setitem(DATASETS, "tiny", tiny)
     return "tiny"
 
 

@@ -107,6 +107,7 @@ def test_checkpoint_round_trip_is_reproducible(tmp_path, tiny):
         "classes": [str(d) for d in range(10)],
         "mean": 0.1307,
         "std": 0.3081,
+        "preparation": {"subject": "digit", "box": 20, "center": "mass"},
     }
     before = evaluate(model, cnn_data.test_x, cnn_data.test_y, 100)
     after = evaluate(loaded, cnn_data.test_x, cnn_data.test_y, 100)

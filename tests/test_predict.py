@@ -1,9 +1,11 @@
-"""Preparing a picture the way MNIST was made, and the command that predicts pictures."""
+"""Preparing a picture the way its data set was made, and the command that predicts pictures."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,13 +13,17 @@ import torch
 from PIL import Image, ImageDraw
 
 from mnist_pipeline.cnn import Net, save_checkpoint
+from mnist_pipeline.datasets import get_dataset, preparation_of
 from mnist_pipeline.digits import BlankImageError, prepare
 from mnist_pipeline.kmeans import KmeansModel, save_model
-from mnist_pipeline.predict import main, model_paths
+from mnist_pipeline.predict import Models, main, model_paths, predict_files
+from mnist_pipeline.runtime import PipelineError
 from tests.conftest import ROOT, run
 from tests.test_models import CNN
 
 CLASSES = tuple(str(d) for d in range(10))
+MNIST = get_dataset("mnist").preparation
+FASHION = get_dataset("fashion-mnist").preparation
 
 
 def seven(width: int, height: int, ink: str = "black", paper: str = "white") -> Image.Image:
@@ -31,53 +37,125 @@ def seven(width: int, height: int, ink: str = "black", paper: str = "white") -> 
     return image
 
 
+def boot(width: int, height: int) -> Image.Image:
+    """A filled ankle boot, dark on light: a shaft on the left, a foot along the bottom."""
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([0.1 * width, 0.1 * height, 0.45 * width, 0.9 * height], "black")
+    draw.rectangle([0.1 * width, 0.6 * height, 0.9 * width, 0.9 * height], "black")
+    return image
+
+
 def rgba(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGBA"))
 
 
-def test_ink_fills_a_20_pixel_box_centred_by_mass():
-    field = prepare(rgba(seven(300, 180)))  # wider than tall: the width is fitted to 20
-    assert field.shape == (28, 28) and field.dtype == np.uint8
-    rows, cols = np.flatnonzero(field.any(axis=1)), np.flatnonzero(field.any(axis=0))
-    assert cols[-1] - cols[0] + 1 == 20 and rows[-1] - rows[0] + 1 < 20
-    assert field.max() == 255
-    # The centre of mass lands within half a pixel of the field's centre (14, 14).
+def ink_extent(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The indices of the rows and of the columns that hold ink."""
+    return np.flatnonzero(field.any(axis=1)), np.flatnonzero(field.any(axis=0))
+
+
+def centre_of_mass(field: np.ndarray) -> tuple[float, float]:
+    """(y, x) of the ink's centre of mass, pixel i spanning [i, i + 1)."""
     weights = field / field.sum()
     cy = (weights.sum(axis=1) * (np.arange(28) + 0.5)).sum()
     cx = (weights.sum(axis=0) * (np.arange(28) + 0.5)).sum()
+    return cy, cx
+
+
+def test_digit_ink_fills_a_20_pixel_box_centred_by_mass():
+    field = prepare(rgba(seven(300, 180)), MNIST)  # wider than tall: the width is fitted to 20
+    assert field.shape == (28, 28) and field.dtype == np.uint8
+    rows, cols = ink_extent(field)
+    assert cols[-1] - cols[0] + 1 == 20 and rows[-1] - rows[0] + 1 < 20
+    assert field.max() == 255
+    # The centre of mass lands within half a pixel of the field's centre (14, 14).
+    cy, cx = centre_of_mass(field)
     assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
 
 
+def test_garment_ink_fills_the_field_centred_by_its_box():
+    picture = rgba(boot(300, 200))  # wider than tall, its mass low and to the left
+    field = prepare(picture, FASHION)
+    rows, cols = ink_extent(field)
+    assert (cols[0], cols[-1]) == (0, 27)  # the longest edge is 28, as in Fashion-MNIST
+    assert 14 <= len(rows) < 28
+    # Centred by its box, an odd margin's extra pixel on top, as Fashion-MNIST's images.
+    assert rows[0] - (27 - rows[-1]) in (0, 1)
+    cy, cx = centre_of_mass(field)
+    assert cx < 13 and cy > 15  # not by its mass
+    # The same picture as a digit: 20 columns, the mass centred.
+    rows, cols = ink_extent(prepare(picture, MNIST))
+    assert cols[-1] - cols[0] + 1 == 20
+    cy, cx = centre_of_mass(prepare(picture, MNIST))
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+def test_a_model_without_a_recorded_preparation_gets_mnists():
+    # Models trained before meta recorded it were all used with MNIST's preparation.
+    old = {"dataset": "fashion-mnist", "classes": list(CLASSES), "mean": 0.2, "std": 0.3}
+    assert preparation_of(old) == MNIST
+    assert preparation_of({**old, "preparation": dataclasses.asdict(FASHION)}) == FASHION
+    with pytest.raises(PipelineError, match="unknown preparation"):
+        preparation_of({**old, "preparation": {"subject": "x", "box": 20, "center": "middle"}})
+
+
 def test_both_polarities_and_transparency_give_the_same_input():
-    dark_on_light = prepare(rgba(seven(200, 200)))
-    light_on_dark = prepare(rgba(seven(200, 200, ink="white", paper="black")))
+    dark_on_light = prepare(rgba(seven(200, 200)), MNIST)
+    light_on_dark = prepare(rgba(seven(200, 200, ink="white", paper="black")), MNIST)
     np.testing.assert_array_equal(dark_on_light, light_on_dark)
     # Grey ink on coloured paper: the same shape, up to the stretch of the contrast.
-    tinted = prepare(rgba(seven(200, 200, ink="#333366", paper="#f0e8d0")))
+    tinted = prepare(rgba(seven(200, 200, ink="#333366", paper="#f0e8d0")), MNIST)
     assert np.abs(tinted.astype(int) - dark_on_light).max() <= 1
     transparent = Image.new("RGBA", (200, 200), (0, 0, 0, 0))  # black ink on nothing
     transparent.paste(seven(200, 200), mask=seven(200, 200, "white", "black").convert("L"))
-    np.testing.assert_array_equal(prepare(rgba(transparent)), dark_on_light)
+    np.testing.assert_array_equal(prepare(rgba(transparent), MNIST), dark_on_light)
 
 
 def test_blank_pictures_are_refused():
     with pytest.raises(BlankImageError, match="blank image"):
-        prepare(rgba(Image.new("RGB", (50, 40), "white")))
+        prepare(rgba(Image.new("RGB", (50, 40), "white")), MNIST)
     noise = np.random.default_rng(0).integers(120, 135, size=(40, 50, 3), dtype=np.uint8)
     with pytest.raises(BlankImageError, match="blank image"):
-        prepare(rgba(Image.fromarray(noise)))
+        prepare(rgba(Image.fromarray(noise)), FASHION)
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory):
+def write_models(directory: Path, meta: dict) -> list[str]:
     """An untrained CNN and random centroids: enough to check what the command prints."""
-    directory = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    meta = {"dataset": "mnist", "classes": list(CLASSES), "mean": 0.1307, "std": 0.3081}
     save_checkpoint(directory / "cnn.pt", Net(), CNN, meta)
     centroids = np.random.default_rng(0).random((16, 784), dtype=np.float32)
     save_model(directory / "kmeans.npz", KmeansModel(centroids, np.arange(16) % 10, CLASSES))
     return ["--cnn", str(directory / "cnn.pt"), "--kmeans", str(directory / "kmeans.npz")]
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    # A meta from before models recorded their preparation: they get MNIST's.
+    meta = {"dataset": "mnist", "classes": list(CLASSES), "mean": 0.1307, "std": 0.3081}
+    return write_models(tmp_path_factory.mktemp("models"), meta)
+
+
+def test_the_command_prepares_as_the_models_data_set_did(tmp_path, model_files):
+    fashion = get_dataset("fashion-mnist")
+    meta = {
+        "dataset": "fashion-mnist",
+        "classes": list(fashion.classes),
+        "mean": 0.2860,
+        "std": 0.3530,
+        "preparation": dataclasses.asdict(fashion.preparation),
+    }
+    write_models(tmp_path, meta)
+    models = Models(tmp_path / "cnn.pt", tmp_path / "kmeans.npz")
+    assert models.preparation == FASHION
+    assert Models(Path(model_files[1]), Path(model_files[3])).preparation == MNIST
+    boot(280, 200).save(tmp_path / "boot.png")
+    (line,), errors = predict_files(models, [tmp_path / "boot.png"])
+    assert errors == []
+    picture = rgba(boot(280, 200))
+    garment, digit = (models.predict(prepare(picture, rule)[None])[0] for rule in (FASHION, MNIST))
+    assert line.split(": ", 1)[1] == models.describe(garment)
+    assert models.describe(garment) != models.describe(digit)  # the check can tell them apart
 
 
 def predict(capsys, *args: str) -> tuple[int, list[str], list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -52,6 +53,9 @@ def test_processed_round_trip_and_identical_bytes(tiny_dir, tmp_path):
     loaded = load_processed(tmp_path / "one")
     assert loaded.classes == fashion.classes and loaded.dataset == "fashion-mnist"
     assert (loaded.mean, loaded.std) == (0.1307, 0.3081)
+    # The models trained on it carry how to prepare a user's garment: not like a digit.
+    assert loaded.preparation == {"subject": "garment", "box": 28, "center": "box"}
+    assert km.preparation == loaded.preparation
     # The k-means features are pixel / 255: mean 0, std 1 in the same formula.
     assert (km.mean, km.std) == (0.0, 1.0)
     np.testing.assert_array_equal(loaded.train_x, cnn.train_x)
@@ -79,6 +83,13 @@ def test_missing_or_damaged_processed_files_are_clear_errors(tiny_dir, tmp_path)
         load_processed(tmp_path / "cnn")
     np.save(tmp_path / "cnn/test_y.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(PipelineError, match="test_y.npy: cannot read"):  # never unpickled
+        load_processed(tmp_path / "cnn")
+    # A folder from before meta.json recorded the preparation is re-made, not guessed at.
+    save_processed(tmp_path / "cnn", cnn)
+    meta = json.loads((tmp_path / "cnn/meta.json").read_text())
+    del meta["preparation"]
+    (tmp_path / "cnn/meta.json").write_text(json.dumps(meta))
+    with pytest.raises(PipelineError, match="meta.json: cannot read .*re-run preprocess"):
         load_processed(tmp_path / "cnn")
 
 
