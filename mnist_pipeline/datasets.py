@@ -121,4 +121,9 @@ def preparation_of(meta: dict) -> Preparation:
     recorded it (the preparation of every picture then)."""
     if "preparation" not in meta:
         return DATASETS["mnist"].preparation
-    return Preparation(**meta["preparation"])
+    try:
+        return Preparation(**meta["preparation"])
+    except TypeError:  # not a mapping, or other fields than Preparation's
+        raise PipelineError(
+            f"unknown preparation {meta['preparation']!r}: re-run preprocess and train_cnn"
+        ) from None

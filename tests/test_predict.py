@@ -98,6 +98,8 @@ def test_a_model_without_a_recorded_preparation_gets_mnists():
     assert preparation_of({**old, "preparation": dataclasses.asdict(FASHION)}) == FASHION
     with pytest.raises(PipelineError, match="unknown preparation"):
         preparation_of({**old, "preparation": {"subject": "x", "box": 20, "center": "middle"}})
+    with pytest.raises(PipelineError, match="unknown preparation"):
+        preparation_of({**old, "preparation": {"box": 20, "center": "mass", "margin": 2}})
 
 
 def test_both_polarities_and_transparency_give_the_same_input():
