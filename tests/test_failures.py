@@ -216,6 +216,12 @@ LAUNCHER = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.s
 SHELLS = [None, *(shell for shell in ("/bin/sh", "/bin/bash") if Path(shell).exists())]
 
 
+def proc_status(pid: str) -> str:
+    """The State and PPid lines of /proc/PID/status, for a failure message."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return "; ".join(line for line in lines if line.startswith(("State", "PPid")))
+
+
 def exited(pid: str) -> bool:
     stat = Path(f"/proc/{pid}/stat")
     try:
@@ -242,7 +248,7 @@ def test_a_stage_stops_when_its_parent_is_killed(tmp_path, shell):
     deadline = time.monotonic() + 30
     while not exited(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert exited(pid), "the stage outlived the process that started it"
+    assert exited(pid), f"the stage outlived the process that started it: {proc_status(pid)}"
 
 
 def test_processed_arrays_are_checked_where_cheap(tiny_folders):
