@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.runtime import PipelineError, atomic_path
+from mnist_pipeline.runtime import PipelineError, atomic_path, write_json
 
 ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 PIXELS = 28 * 28
@@ -64,7 +64,7 @@ def save_processed(path: Path | str, data: ProcessedData) -> None:
     with atomic_path(path, directory=True) as tmp:
         for name in ARRAYS:
             np.save(tmp / f"{name}.npy", getattr(data, name), allow_pickle=False)
-        (tmp / "meta.json").write_text(json.dumps(data.meta(), indent=2, sort_keys=True) + "\n")
+        write_json(tmp / "meta.json", data.meta())
 
 
 def load_processed(path: Path | str, uses: Collection[str] = ("train", "test")) -> ProcessedData:

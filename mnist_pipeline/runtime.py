@@ -229,7 +229,7 @@ def all_or_none(*paths: Path, directories: Collection[Path] = ()) -> Iterator[tu
 
 
 def write_json(path: Path | str, data: dict) -> None:
-    """Metrics as strict JSON with a stable key order, so equal results give equal bytes.
+    """Metrics (or meta.json) as strict JSON with a stable key order: equal data, equal bytes.
 
     NaN and infinity are not JSON (json.dumps would write a bare NaN): refused, by key.
     """
