@@ -104,11 +104,12 @@ def train(data: ProcessedData, params: CnnParams, live: Live | None = None) -> T
                 step = (epoch - 1) * n_batches + batch
                 # Checked where the loss is read anyway: once a weight is NaN, every later
                 # loss is too, so the check sees it within log_interval batches.
-                _require_finite(loss.item(), f"the training loss at epoch {epoch}, batch {batch}")
-                train_log.append({"step": step, "epoch": epoch, "loss": loss.item()})
+                value = loss.item()
+                _require_finite(value, f"the training loss at epoch {epoch}, batch {batch}")
+                train_log.append({"step": step, "epoch": epoch, "loss": value})
                 if live:
                     live.step = step
-                    live.log_metric("train/loss", train_log[-1]["loss"])
+                    live.log_metric("train/loss", value)
         epoch_seconds.append(time.perf_counter() - started)
 
         test_loss, predictions = evaluate(model, data.test_x, data.test_y, params.test_batch_size)
