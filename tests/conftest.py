@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -77,18 +78,28 @@ def http_mirror(tiny_dir) -> Iterator[str]:
         yield url
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler that logs nothing to the test output."""
+
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature
         pass
 
 
-class serve:
-    """Context manager: serve `directory` on a free port of 127.0.0.1, yield its URL."""
+class _QuietFiles(QuietHandler, http.server.SimpleHTTPRequestHandler):
+    pass
 
-    def __init__(self, directory: Path):
-        self.server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory))
-        )
+
+class serve:
+    """Context manager: serve on a free port of 127.0.0.1, yield its URL.
+
+    It serves the files of `directory`, or answers with `handler`, a request handler class
+    (a misbehaving mirror). `.server.requests` starts at 0, for handlers that count.
+    """
+
+    def __init__(self, directory: Path | None = None, handler=None):
+        handler = handler or functools.partial(_QuietFiles, directory=str(directory))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.requests = 0
 
     def __enter__(self) -> str:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -135,6 +146,13 @@ def command_env(env: dict | None = None) -> dict:
         "GIT_COMMITTER_EMAIL": "test@example.com",
         **(env or {}),
     }
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, interval_s: float = 0.05) -> None:
+    """Poll `condition` until it is true or `timeout_s` has passed; the caller asserts."""
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(interval_s)
 
 
 def run(args: list[str], cwd: Path, env: dict | None = None, check: bool = True):

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import gzip
 import hashlib
-import http.server
 import logging
 import os
 import shutil
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,7 +17,7 @@ from mnist_pipeline.config import DataParams
 from mnist_pipeline.datasets import DATASETS, FILES, SIZES, Dataset
 from mnist_pipeline.runtime import PipelineError
 from stages.download import download, mirror_list
-from tests.conftest import Hanging, serve
+from tests.conftest import Hanging, QuietHandler, serve
 
 DEAD = "http://127.0.0.1:9/"  # the discard port: connection refused
 
@@ -138,21 +134,7 @@ def test_verify_false_accepts_other_content_with_a_warning(http_mirror, tiny_dir
     assert "data.verify is false" in caplog.text
 
 
-@contextlib.contextmanager
-def misbehaving(handler) -> Iterator[http.server.ThreadingHTTPServer]:
-    """A server on 127.0.0.1 that answers with `handler`; it has a .url and counts .requests."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.url = f"http://127.0.0.1:{server.server_port}/"
-    server.requests = 0
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class _TruncatingHandler(http.server.BaseHTTPRequestHandler):
+class _TruncatingHandler(QuietHandler):
     """Promises 1000 bytes and sends 10: a connection dropped mid-file."""
 
     def do_GET(self):
@@ -161,17 +143,14 @@ class _TruncatingHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"\x1f\x8b" + bytes(8))
 
-    def log_message(self, *args):
-        pass
-
 
 def test_dropped_connection_is_reported_and_skipped(
     tiny_dataset, http_mirror, tiny_dir, tmp_path, caplog
 ):
-    with misbehaving(_TruncatingHandler) as server, caplog.at_level(logging.WARNING):
-        download(params(server.url, http_mirror), tmp_path / "raw")
+    with serve(handler=_TruncatingHandler) as url, caplog.at_level(logging.WARNING):
+        download(params(url, http_mirror), tmp_path / "raw")
     assert_same_files(tmp_path / "raw", tiny_dir)
-    assert f"from {server.url} failed" in caplog.text
+    assert f"from {url} failed" in caplog.text
 
 
 def test_all_mirrors_failing_lists_each_and_keeps_old_output(tiny_dataset, tmp_path):
@@ -205,7 +184,7 @@ def tiny_sizes(tiny_dir, monkeypatch) -> None:
         monkeypatch.setitem(SIZES, name, size)
 
 
-class _EndlessHandler(http.server.BaseHTTPRequestHandler):
+class _EndlessHandler(QuietHandler):
     """A body with no length and no end (it stops at 16 MiB, so that the test ends anyway)."""
 
     def do_GET(self):
@@ -218,22 +197,19 @@ class _EndlessHandler(http.server.BaseHTTPRequestHandler):
         except OSError:  # the client hung up
             pass
 
-    def log_message(self, *args):
-        pass
-
 
 def test_endless_body_is_cut_at_the_size_cap(
     tiny_dataset, tiny_sizes, http_mirror, tiny_dir, tmp_path, caplog
 ):
-    with misbehaving(_EndlessHandler) as server, caplog.at_level(logging.WARNING):
-        download(params(server.url, http_mirror), tmp_path / "raw")
+    with serve(handler=_EndlessHandler) as url, caplog.at_level(logging.WARNING):
+        download(params(url, http_mirror), tmp_path / "raw")
     assert_same_files(tmp_path / "raw", tiny_dir)
     cap = stages.download.max_gz_bytes("train-images-idx3-ubyte")
     assert cap < 1 << 20
     assert f"sent over {cap} bytes, more than train-images-idx3-ubyte.gz can be" in caplog.text
 
 
-class _DripHandler(http.server.BaseHTTPRequestHandler):
+class _DripHandler(QuietHandler):
     """Promises 40 bytes and sends one every 0.1 s: each read is quick, the file is not."""
 
     def do_GET(self):
@@ -249,9 +225,6 @@ class _DripHandler(http.server.BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def log_message(self, *args):
-        pass
-
 
 def test_a_slow_drip_meets_the_file_deadline_and_the_mirror_is_skipped(
     tiny_dataset, http_mirror, tiny_dir, tmp_path, caplog, monkeypatch
@@ -259,11 +232,12 @@ def test_a_slow_drip_meets_the_file_deadline_and_the_mirror_is_skipped(
     monkeypatch.setattr(stages.download, "DEADLINE_BASE_S", 0.5)
     monkeypatch.setattr(stages.download, "DEADLINE_RATE", 1e12)
     started = time.monotonic()
-    with misbehaving(_DripHandler) as server, caplog.at_level(logging.WARNING):
-        download(params(server.url, http_mirror), tmp_path / "raw")
+    mirror = serve(handler=_DripHandler)
+    with mirror as url, caplog.at_level(logging.WARNING):
+        download(params(url, http_mirror), tmp_path / "raw")
     assert_same_files(tmp_path / "raw", tiny_dir)
     assert "not done within the file's 0.5 s" in caplog.text
-    assert server.requests == 1  # not asked again for the other three files
+    assert mirror.server.requests == 1  # not asked again for the other three files
     assert time.monotonic() - started < 30  # generous: 0.5 s and the good mirror's time
 
 
