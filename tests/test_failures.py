@@ -9,7 +9,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 from mnist_pipeline import runtime
 from mnist_pipeline.config import PreprocessParams
 from mnist_pipeline.datasets import get_dataset
-from mnist_pipeline.processed import save_processed
+from mnist_pipeline.processed import load_processed, save_processed
 from mnist_pipeline.runtime import PipelineError, atomic_path, run_main, write_json
 from stages import kmeans_sweep, train_cnn
 from stages.preprocess import preprocess
@@ -32,6 +31,7 @@ from tests.conftest import (
     git,
     make_repo,
     set_params,
+    wait_until,
     write_params,
 )
 
@@ -123,9 +123,7 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 30
-        while not mirror.connections and time.monotonic() < deadline:
-            time.sleep(0.05)  # then the download is waiting for an answer
+        wait_until(lambda: mirror.connections, 30)  # then the download awaits an answer
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
@@ -238,22 +236,16 @@ def test_a_stage_stops_when_its_parent_is_killed(tmp_path, shell):
     if shell:
         stage = [shell, "-c", shlex.join(stage) + "; exit $?"]
     parent = subprocess.Popen([sys.executable, "-c", LAUNCHER, *stage], cwd=ROOT)
-    deadline = time.monotonic() + 30
-    while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: ready.exists() and ready.read_text(), 30)
     pid = ready.read_text()
     assert not exited(pid)
     parent.kill()  # kill -9
     parent.wait()
-    deadline = time.monotonic() + 30
-    while not exited(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: exited(pid), 30)
     assert exited(pid), f"the stage outlived the process that started it: {proc_status(pid)}"
 
 
 def test_processed_arrays_are_checked_where_cheap(tiny_folders):
-    from mnist_pipeline.processed import load_processed
-
     folder = tiny_folders / "data/processed/cnn"
     labels = np.load(folder / "test_y.npy")
     labels[3] = 127
@@ -278,11 +270,7 @@ def stage_processes(module: str, cwd: Path) -> list[int]:
     for proc in Path("/proc").iterdir():
         try:
             running = module.encode() in (proc / "cmdline").read_bytes().split(b"\0")
-            if (
-                running
-                and (proc / "cwd").resolve() == cwd
-                and (proc / "stat").read_text().split()[2] != "Z"
-            ):
+            if running and (proc / "cwd").resolve() == cwd and not exited(proc.name):
                 pids.append(int(proc.name))
         except (OSError, ValueError):
             continue
@@ -303,15 +291,12 @@ def test_kill_9_of_dvc_stops_the_stage_it_ran(tmp_path, mirror_env, shell):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    while not (repo / "dvclive/metrics.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)  # until an epoch is done: the stage is running
+    # Until an epoch is done: the stage is running.
+    wait_until((repo / "dvclive/metrics.json").exists, 120, 0.1)
     assert stage_processes("stages.train_cnn", repo.resolve())
     dvc_run.kill()
     dvc_run.wait()
-    deadline = time.monotonic() + 30
-    while stage_processes("stages.train_cnn", repo.resolve()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: not stage_processes("stages.train_cnn", repo.resolve()), 30, 0.1)
     assert not stage_processes("stages.train_cnn", repo.resolve()), "the stage outlived dvc"
     assert not (repo / "models/cnn.pt").exists()
     status = git(repo, "status", "--porcelain", "--untracked-files=all").stdout
