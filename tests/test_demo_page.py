@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import html
 import io
 import json
 import re
@@ -29,13 +28,13 @@ from mnist_pipeline.cnn import Net, load_checkpoint, save_checkpoint
 from mnist_pipeline.config import CnnParams
 from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.digits import prepare
-from mnist_pipeline.kmeans import KmeansModel, load_model
+from mnist_pipeline.kmeans import KmeansModel
 from mnist_pipeline.predict import Models, predict_files
 from mnist_pipeline.processed import ProcessedData, load_processed
 from stages.demo_page import N_TEST_IMAGES, build_page, page_data
 from tests.conftest import ROOT, run
-from tests.test_plots_browser import ARTIFACTS, chromium, screenshot
-from tests.test_predict import boot, seven
+from tests.test_plots_browser import ARTIFACTS, instrumented_copy, page_report, screenshot
+from tests.test_predict import boot, rgba, seven
 
 MAX_PAGE_BYTES = 2_000_000
 
@@ -159,7 +158,6 @@ ERRORS_JS = """
 window.__demoErrors = [];
 window.addEventListener("error", function (event) { window.__demoErrors.push(event.message); });
 """
-REPORT_RE = re.compile(r'<pre id="demo-check">(.*?)</pre>', re.DOTALL)
 
 
 def sample_pictures() -> list[np.ndarray]:
@@ -174,24 +172,16 @@ def sample_pictures() -> list[np.ndarray]:
         Image.open(buffer),
         boot(300, 200),
     ]
-    return [np.asarray(picture.convert("RGBA")) for picture in pictures]
+    return [rgba(picture) for picture in pictures]
 
 
-def instrumented_copy(page: Path, directory: Path, pictures: list[np.ndarray]) -> Path:
-    source = page.read_text(encoding="utf-8")
-    head, body_end = source.index("<head>") + len("<head>"), source.rindex("</body>")
+def check_script(pictures: list[np.ndarray]) -> str:
+    """CHECK_JS, with the pictures for the page to prepare as window.__pictures."""
     listed = [
         {"width": p.shape[1], "height": p.shape[0], "rgba": base64.b64encode(p).decode()}
         for p in pictures
     ]
-    source = (
-        f"{source[:head]}<script>{ERRORS_JS}</script>{source[head:body_end]}"
-        f"<script>window.__pictures = {json.dumps(listed)};</script>"
-        f"<script>{CHECK_JS}</script>{source[body_end:]}"
-    )
-    copy = directory / "demo-check.html"
-    copy.write_text(source, encoding="utf-8")
-    return copy
+    return f"window.__pictures = {json.dumps(listed)};\n{CHECK_JS}"
 
 
 def fashion_page(repo: Path, directory: Path) -> tuple[Path, Path]:
@@ -223,13 +213,9 @@ def test_demo_page_answers_like_the_models_offline(
         cnn_path, page = fashion_page(reproduced_repo, tmp_path)
     assert page.stat().st_size <= MAX_PAGE_BYTES
     pictures = sample_pictures()
-    copy = instrumented_copy(page, tmp_path, pictures)
-    dom = chromium(chromium_binary, "--dump-dom", copy.as_uri(), profile=tmp_path / "profile")
-    match = REPORT_RE.search(dom)
-    assert match, f"the page never reported; dumped DOM ends with:\n{dom[-2000:]}"
-    report = json.loads(html.unescape(match.group(1)))
-    assert report["errors"] == []
-    assert [url for url in report["fetched"] if not url.startswith(("file:", "data:"))] == []
+    copy = tmp_path / "demo-check.html"
+    instrumented_copy(page, copy, ERRORS_JS, check_script(pictures))
+    report = page_report(chromium_binary, copy, "demo-check", tmp_path / "profile")
 
     # Every embedded test image: the page's CNN and k-means against PyTorch and Python.
     cnn_data = load_processed(reproduced_repo / "data/processed/cnn")
@@ -248,7 +234,7 @@ def test_demo_page_answers_like_the_models_offline(
     page_probabilities = np.array([image["probabilities"] for image in report["images"]])
     np.testing.assert_array_equal(page_probabilities.argmax(1), expected.argmax(1))
     assert np.abs(page_probabilities - expected).max() < 1e-4
-    kmeans = load_model(reproduced_repo / "models/kmeans.npz")
+    kmeans = models.kmeans
     page_nearest = [image["nearest"] for image in report["images"]]
     np.testing.assert_array_equal(page_nearest, kmeans.assign(km_data.test_x[:n]))
 
@@ -259,9 +245,9 @@ def test_demo_page_answers_like_the_models_offline(
 
     # The drawing: the canvas's pixels prepared in Python give the input the page showed.
     canvas = report["canvas"]
-    rgba = np.frombuffer(base64.b64decode(canvas["rgba"]), np.uint8)
-    rgba = rgba.reshape(canvas["height"], canvas["width"], 4)
-    field = prepare(rgba, rule)
+    drawn = np.frombuffer(base64.b64decode(canvas["rgba"]), np.uint8)
+    drawn = drawn.reshape(canvas["height"], canvas["width"], 4)
+    field = prepare(drawn, rule)
     page_input = np.array(report["input"], dtype=int).reshape(28, 28)
     assert np.abs(page_input - field).max() <= 1
     (answer,) = models.predict(field[None])
@@ -278,7 +264,7 @@ def test_demo_page_answers_like_the_models_offline(
     assert all(ms > 0 for ms in report["strokeMs"]) and report["pageLatencyMs"] > 0
 
     # The command-line tool, given the same pixels as a PNG, says the same.
-    Image.fromarray(rgba).save(tmp_path / "drawing.png")
+    Image.fromarray(drawn).save(tmp_path / "drawing.png")
     (line,), errors = predict_files(models, [tmp_path / "drawing.png"])
     assert errors == []
     assert f": CNN {shown_class} (" in line and f"k-means: {label} (centroid" in line

@@ -124,7 +124,7 @@ window.addEventListener("load", function () {
   });
 });
 """
-REPORT_RE = re.compile(r'<pre id="plot-check">(.*?)</pre>', re.DOTALL)
+REPORT_ID = "plot-check"
 
 
 def declared_plots(repo: Path) -> tuple[list[str], list[str]]:
@@ -160,23 +160,36 @@ def screenshot(binary: str, url: str, name: str, window: str, profile: Path) -> 
     assert path.is_file() and path.stat().st_size > 0
 
 
-def instrumented_copy(page: Path) -> Path:
-    """A copy of `page`, next to it (so relative image paths hold), with the check scripts."""
+def instrumented_copy(page: Path, copy: Path, head_js: str, end_js: str) -> Path:
+    """A copy of `page` at `copy`, with `head_js` run before the page's own scripts and
+    `end_js` after them."""
     source = page.read_text(encoding="utf-8")
-    # The inlined vega-embed mentions <head> and </body> in strings: take the first <head>
-    # (the page's own comes before any script) and the last </body>.
+    # Inlined scripts may mention <head> and </body> in strings (vega-embed does): take the
+    # first <head> (the page's own comes before any script) and the last </body>.
     head, body_end = source.find("<head>"), source.rfind("</body>")
     assert 0 <= head < body_end, "no <head> ... </body> in the page"
     source = (
         source[:head]
-        + f"<head><script>{HOOK_JS}</script>"
+        + f"<head><script>{head_js}</script>"
         + source[head + len("<head>") : body_end]
-        + f"<script>{REPORT_JS}</script>"
+        + f"<script>{end_js}</script>"
         + source[body_end:]
     )
-    copy = page.with_name("plot-check.html")
     copy.write_text(source, encoding="utf-8")
     return copy
+
+
+def page_report(binary: str, copy: Path, report_id: str, profile: Path) -> dict:
+    """Open an instrumented copy in headless Chromium and return the JSON report its check
+    script wrote into <pre id=REPORT_ID>; the page must have had no script errors and
+    fetched nothing but file: and data: URLs."""
+    dom = chromium(binary, "--dump-dom", copy.as_uri(), profile=profile)
+    match = re.search(rf'<pre id="{report_id}">(.*?)</pre>', dom, re.DOTALL)
+    assert match, f"the page never reported; dumped DOM ends with:\n{dom[-2000:]}"
+    report = json.loads(html.unescape(match.group(1)))
+    assert report["errors"] == []
+    assert [url for url in report["fetched"] if not url.startswith(("file:", "data:"))] == []
+    return report
 
 
 @pytest.mark.slow
@@ -191,18 +204,9 @@ def test_plots_page_renders_offline(reproduced_repo, chromium_binary, tmp_path):
 
     screenshot(chromium_binary, page.as_uri(), "plots.png", "1400,4000", tmp_path / "profile-shot")
 
-    dom = chromium(
-        chromium_binary,
-        "--dump-dom",
-        instrumented_copy(page).as_uri(),
-        profile=tmp_path / "profile-dom",
-    )
-    match = REPORT_RE.search(dom)
-    assert match, f"the page never finished rendering; dumped DOM ends with:\n{dom[-2000:]}"
-    report = json.loads(html.unescape(match.group(1)))
-
-    assert report["errors"] == []
-    assert [url for url in report["fetched"] if not url.startswith(("file:", "data:"))] == []
+    # The copy goes next to the page, so that its relative image paths hold.
+    copy = instrumented_copy(page, page.with_name("plot-check.html"), HOOK_JS, REPORT_JS)
+    report = page_report(chromium_binary, copy, REPORT_ID, tmp_path / "profile-dom")
     charts = report["charts"]
     assert [chart.get("error") for chart in charts] == [None] * len(titles)
     # Confusion matrices also carry facet headers ("rev", "workspace") as title text.
