@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,9 +36,26 @@ class PipelineError(Exception):
     """A problem the user can fix (bad params, bad data, no mirror). Printed without a traceback."""
 
 
-def progress(items: Iterable[T], **kwargs) -> Iterable[T]:
-    """A progress bar in a terminal; none on a pipe (CI, `dvc queue` workers): disable=None."""
-    return tqdm(items, disable=None, leave=False, dynamic_ncols=True, **kwargs)
+# Outside a terminal, a progress line at every tenth of the work, and at least this often.
+PROGRESS_EVERY_S = 30.0
+
+
+def progress(items: Sequence[T], desc: str, unit: str) -> Iterator[T]:
+    """A progress bar in a terminal. Elsewhere (CI, `dvc queue logs`, a log file) a log line
+    at every tenth of the way and at least every PROGRESS_EVERY_S seconds, so that a slow
+    run is never silent for minutes."""
+    if sys.stderr.isatty():
+        yield from tqdm(items, leave=False, dynamic_ncols=True, desc=desc, unit=unit)
+        return
+    total = len(items)
+    tenth = max(1, math.ceil(total / 10))
+    last = time.monotonic()
+    for done, item in enumerate(items, 1):
+        yield item
+        now = time.monotonic()
+        if done < total and (done % tenth == 0 or now - last >= PROGRESS_EVERY_S):
+            log.info("%s: %d/%d %s (%d%%)", desc, done, total, unit, 100 * done // total)
+            last = now
 
 
 def path_args(doc: str, *names: str, outputs: Collection[str] = ()) -> argparse.Namespace:
