@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import yaml
+from ruamel.yaml import YAML
 
 from mnist_pipeline.config import ParamsError, load_params, parse_params
 from mnist_pipeline.datasets import get_dataset
@@ -20,11 +21,11 @@ def with_change(section: str, key: str, value) -> dict:
     return raw
 
 
-def test_shipped_params_are_valid_and_have_the_keys_the_tests_use():
-    # Only the structure: a user may have switched data.dataset or any value.
-    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+def test_shipped_params_have_the_keys_the_tests_use():
+    # Only the structure, read and never written: a user may have switched data.dataset or
+    # any value (`dvc exp run -S` does), and the tests write params of their own.
+    shipped = YAML(typ="safe").load((ROOT / "params.yaml").read_text())
     assert {s: set(v) for s, v in shipped.items()} == {s: set(v) for s, v in DEFAULTS.items()}
-    load_params(ROOT / "params.yaml")
 
 
 def test_notebook_params_reproduce_the_notebooks():
@@ -127,13 +128,15 @@ def test_unreadable_files_are_clear_errors(tmp_path):
 def test_params_are_read_as_dvc_reads_them(tmp_path):
     # YAML 1.2, as DVC reads params.yaml: 1e-3 is a float (PyYAML's YAML 1.1: a string),
     # .inf is infinity, and a repeated key is an error rather than a silent overwrite.
-    text = (ROOT / "params.yaml").read_text()
+    # The tests' own params as text, never the user's file (whose lr may be 0.015).
+    text = yaml.safe_dump(DEFAULTS, sort_keys=False)
+    assert text.count("\n  lr: 0.01\n") == 1
     path = tmp_path / "params.yaml"
-    path.write_text(text.replace("lr: 0.01", "lr: 1e-3"))
+    path.write_text(text.replace("\n  lr: 0.01\n", "\n  lr: 1e-3\n"))
     assert load_params(path).cnn.lr == 0.001
-    path.write_text(text.replace("lr: 0.01", "lr: .inf"))
+    path.write_text(text.replace("\n  lr: 0.01\n", "\n  lr: .inf\n"))
     with pytest.raises(ParamsError, match="cnn.lr: inf is not allowed"):
         load_params(path)
-    path.write_text(text.replace("  lr: 0.01", "  lr: 0.01\n  lr: 0.02"))
+    path.write_text(text.replace("\n  lr: 0.01\n", "\n  lr: 0.01\n  lr: 0.02\n"))
     with pytest.raises(ParamsError, match="not valid YAML: .*duplicate key"):
         load_params(path)
