@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import io
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_pipeline.config import CnnParams
+from mnist_pipeline.environment import describe
 from mnist_pipeline.runtime import PipelineError, atomic_path
 
 
@@ -37,9 +39,38 @@ class Net(nn.Module):
         return F.log_softmax(self.fc2(x), dim=1)
 
 
-def device() -> torch.device:
-    """The GPU when there is one; the notebook's CPU path otherwise."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# The packages whose versions can change the CNN's numbers.
+PACKAGES = ("torch", "numpy")
+
+
+def made_with(dev: torch.device | None = None) -> dict:
+    """The environment, CPU, torch thread count and device of a CNN result."""
+    return describe(PACKAGES, torch.get_num_threads()) | {"device": str(dev or "cpu")}
+
+
+def use_threads(threads: int) -> None:
+    """compute.threads for torch (its own pool, and OpenMP's for oneDNN)."""
+    torch.set_num_threads(threads)
+
+
+def device(choice: str = "auto") -> torch.device:
+    """compute.device: `auto` takes the accelerator torch finds (CUDA, Apple's MPS, ...) and
+    the notebook's CPU path otherwise; a named device must be there."""
+    if choice == "auto":
+        found = (
+            torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+        )
+        return found or torch.device("cpu")
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(choice, False):
+        raise PipelineError(
+            f"compute.device: {choice} is not available here; set compute.device to auto or cpu"
+        )
+    return torch.device(choice)
 
 
 @torch.no_grad()
@@ -60,19 +91,26 @@ def evaluate(
     return total_loss / len(x), np.concatenate(predictions)
 
 
-def save_checkpoint(path: Path | str, model: Net, params: CnnParams, meta: dict) -> None:
+def save_checkpoint(
+    path: Path | str, model: Net, params: CnnParams, meta: dict, made_with: dict | None = None
+) -> None:
     """Weights together with the params that built them, loadable with weights_only=True.
 
     `meta` describes the input the weights expect (ProcessedData.meta: the data set's name,
     its class names, the mean and std of (pixel / 255 - mean) / std, and the preparation of
     a user's picture), so that the file alone is enough to predict: no params.yaml or data
-    set table needed.
+    set table needed. `made_with` (made_with() below) says what trained them.
     """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     # Saving to a buffer, not a path: torch names the archive's inner folder after the file,
     # and the temporary file's random name would make equal weights give different bytes.
     buffer = io.BytesIO()
-    checkpoint = {"state_dict": state, "params": dataclasses.asdict(params), "meta": meta}
+    checkpoint = {
+        "state_dict": state,
+        "params": dataclasses.asdict(params),
+        "meta": meta,
+        "made_with": made_with or {},
+    }
     checkpoint["digest"] = weights_digest(state)
     torch.save(checkpoint, buffer)
     with atomic_path(path) as tmp:
@@ -93,9 +131,15 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def load_checkpoint(path: Path | str) -> tuple[Net, dict, dict]:
-    """The saved Net (on the CPU), the cnn params that trained it and its input's meta,
-    its digest checked."""
+class Checkpoint(NamedTuple):
+    model: Net  # on the CPU
+    params: dict  # the cnn params that trained it
+    meta: dict  # the input it expects (save_checkpoint)
+    made_with: dict  # what trained it: made_with(); {} in a file from before it was recorded
+
+
+def load_checkpoint(path: Path | str) -> Checkpoint:
+    """The saved Net, with what describes it, its digest checked."""
     model = Net()
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -113,4 +157,4 @@ def load_checkpoint(path: Path | str) -> tuple[Net, dict, dict]:
             f"{path}: the weights do not match the digest saved with them; the file is "
             "damaged: re-run train_cnn (dvc repro --force train_cnn) or restore it (dvc checkout)"
         )
-    return model, params, meta
+    return Checkpoint(model, params, meta, checkpoint.get("made_with", {}))

@@ -95,12 +95,29 @@ class KmeansParams:
         )
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class ComputeParams:
+    """How the work runs: float results depend on both (the last digits), so they are params
+    and DVC re-runs, or restores from its run-cache, by them."""
+
+    threads: int  # torch's and scikit-learn's threads in each stage
+    device: str  # where train_cnn trains: auto (a GPU torch finds, else the CPU) or one of DEVICES
+
+    def check(self) -> None:
+        _require(1 <= self.threads <= 1024, "compute.threads", self.threads, "in [1, 1024]")
+        _require(self.device in DEVICES, "compute.device", self.device, f"one of {DEVICES}")
+
+
 @dataclass(frozen=True)
 class Params:
     data: DataParams
     preprocess: PreprocessParams
     cnn: CnnParams
     kmeans: KmeansParams
+    compute: ComputeParams
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:

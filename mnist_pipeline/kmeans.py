@@ -1,7 +1,8 @@
 """k-means as the notebook uses it: fit, label clusters by majority vote, predict.
 
 The saved model (models/kmeans.npz) holds only arrays: the centroids, each cluster's
-label and the class names. Loading it runs no code, unlike a pickled estimator.
+label, the class names and what fitted it (JSON text). Loading it runs no code, unlike a
+pickled estimator.
 
 scikit-learn is imported inside the functions that use it: importing it takes about 1 s,
 and plot_centroids, which only reads the saved arrays, should not pay for it.
@@ -9,13 +10,15 @@ and plot_centroids, which only reads the saved arrays, should not pay for it.
 
 from __future__ import annotations
 
+import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mnist_pipeline.environment import describe
 from mnist_pipeline.runtime import PipelineError, atomic_path
 
 if TYPE_CHECKING:  # only an annotation: kmeans_test and plot_centroids do not read params
@@ -29,6 +32,7 @@ class KmeansModel:
     centroids: np.ndarray  # (k, 784) float32
     cluster_labels: np.ndarray  # (k,) int64: the class each cluster stands for
     classes: tuple[str, ...]
+    made_with: dict = field(default_factory=dict)  # what fitted it: made_with() below
 
     def assign(self, x: np.ndarray) -> np.ndarray:
         """Index of the nearest centroid for each row of x (MiniBatchKMeans.predict)."""
@@ -48,6 +52,27 @@ class KmeansModel:
         centroids = self.centroids.astype(np.float64)
         distances = (x**2).sum(axis=1)[:, None] - 2 * x @ centroids.T + (centroids**2).sum(axis=1)
         return np.argsort(distances, axis=1, kind="stable")[:, :n]
+
+
+# The packages whose versions can change a k-means result.
+PACKAGES = ("scikit-learn", "scipy", "numpy")
+
+
+def use_threads(threads: int):
+    """A context in which scikit-learn's OpenMP and the BLAS use `threads` threads
+    (compute.threads). scikit-learn is imported first: only loaded libraries are limited."""
+    import sklearn.cluster  # noqa: F401 - loads the OpenMP runtime to be limited
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
+
+
+def made_with() -> dict:
+    """The environment, CPU and thread count of a k-means result (scikit-learn's OpenMP)."""
+    from threadpoolctl import threadpool_info
+
+    threads = max((pool["num_threads"] for pool in threadpool_info()), default=1)
+    return describe(PACKAGES, threads)
 
 
 def fit(x: np.ndarray, n_clusters: int, params: KmeansParams) -> MiniBatchKMeans:
@@ -88,6 +113,7 @@ def save_model(path: Path | str, model: KmeansModel) -> None:
             centroids=model.centroids,
             cluster_labels=model.cluster_labels,
             classes=np.array(model.classes, dtype=str),
+            made_with=np.array(json.dumps(model.made_with, sort_keys=True)),
         )
 
 
@@ -99,6 +125,7 @@ def load_model(path: Path | str) -> KmeansModel:
                 centroids=arrays["centroids"],
                 cluster_labels=arrays["cluster_labels"],
                 classes=tuple(str(c) for c in arrays["classes"]),
+                made_with=json.loads(str(arrays["made_with"])) if "made_with" in arrays else {},
             )
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found; run kmeans_sweep first") from None

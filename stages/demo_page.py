@@ -75,7 +75,7 @@ def build_page(data: dict) -> str:
 
 def main() -> None:
     args = path_args(__doc__, "cnn", "kmeans", "data", "out", outputs=("out",))
-    cnn, _, meta = load_checkpoint(args.cnn)
+    cnn, _, meta, _ = load_checkpoint(args.cnn)
     page = build_page(
         page_data(cnn, meta, load_model(args.kmeans), load_processed(args.data, uses=("test",)))
     )

@@ -1,7 +1,11 @@
 """Stage evaluate_cnn: score the trained CNN on the test set.
 
-Reads: --model (models/cnn.pt), --data (data/processed/cnn); params cnn.test_batch_size.
+Reads: --model (models/cnn.pt), --data (data/processed/cnn); params cnn.test_batch_size,
+compute.threads (it evaluates on the CPU).
 Writes: --metrics (metrics/cnn.json: test loss and accuracy);
+--made-with (made_with/evaluate_cnn.json: what trained the model and what scored it, each
+as package versions, CPU, cores and torch threads; beside the metrics, not among them, so
+that `dvc metrics show` stays narrow);
 --per-class (plots/cnn/per_class.csv: accuracy within each class);
 --confusion (plots/cnn/confusion.csv: actual and predicted class of each test image);
 --examples (plots/cnn/examples.png: the first six test images, the notebook's figure);
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.cnn import Net, evaluate, load_checkpoint
+from mnist_pipeline.cnn import Net, evaluate, load_checkpoint, made_with, use_threads
 from mnist_pipeline.config import check_batch_size, load_params
 from mnist_pipeline.figures import image_grid
 from mnist_pipeline.metrics import accuracy, confusion_rows, per_class_rows
@@ -62,22 +66,26 @@ def draw(data: ProcessedData, predicted: np.ndarray, examples: Path, misclassifi
 
 
 def main() -> None:
-    outputs = ("metrics", "per-class", "confusion", "examples", "misclassified")
+    outputs = ("metrics", "made-with", "per-class", "confusion", "examples", "misclassified")
     args = path_args(__doc__, "model", "data", *outputs, outputs=outputs)
-    params = load_params().cnn
+    everything = load_params()
+    params = everything.cnn
+    use_threads(everything.compute.threads)
     log.info("test_batch_size %d", params.test_batch_size)
-    model, trained_with, _ = load_checkpoint(args.model)
+    model, trained_with, _, trained_on = load_checkpoint(args.model)
     log.info("model trained with %s", trained_with)
     data = load_processed(args.data, uses=("test",))
     check_batch_size("cnn.test_batch_size", params.test_batch_size, len(data.test_y), "test images")
     metrics, predicted = score(model, data, params.test_batch_size)
     log.info("test_loss %.4f test_accuracy %.4f", metrics["test_loss"], metrics["test_accuracy"])
-    paths = (args.metrics, args.per_class, args.confusion, args.examples, args.misclassified)
-    with all_or_none(*paths) as (metrics_path, per_class, confusion, examples, misclassified):
+    paths = (args.metrics, args.made_with, args.per_class, args.confusion)
+    paths += (args.examples, args.misclassified)
+    with all_or_none(*paths) as (metrics_path, made, per_class, confusion, examples, wrong):
         write_json(metrics_path, metrics)
+        write_json(made, {"train": trained_on, "evaluate": made_with()})
         write_csv(per_class, per_class_rows(data.test_y, predicted, data.classes))
         write_csv(confusion, confusion_rows(data.test_y, predicted, data.classes))
-        draw(data, predicted, examples, misclassified)
+        draw(data, predicted, examples, wrong)
 
 
 if __name__ == "__main__":

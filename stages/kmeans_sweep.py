@@ -1,11 +1,12 @@
 """Stage kmeans_sweep: MiniBatchKMeans for each cluster count, scored on the training set.
 
 Reads: --data (data/processed/kmeans); params kmeans.n_clusters, kmeans.test_clusters,
-kmeans.batch_size, kmeans.n_init, kmeans.max_iter, kmeans.random_state.
+kmeans.batch_size, kmeans.n_init, kmeans.max_iter, kmeans.random_state; compute.threads.
 Writes: --plot (plots/kmeans/sweep.csv: inertia, homogeneity and accuracy per cluster
 count, in increasing count); --model (models/kmeans.npz: centroids and cluster labels of
-the kmeans.test_clusters model). The per-count numbers are plot data, not metrics: as
-metrics they filled `dvc exp show` with 24 columns before the test accuracies.
+the kmeans.test_clusters model, and what fitted it: package versions, CPU, threads). The
+per-count numbers are plot data, not metrics: as metrics they filled `dvc exp show` with
+24 columns before the test accuracies.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import logging
 from sklearn.metrics import homogeneity_score
 
 from mnist_pipeline.config import KmeansParams, check_batch_size, load_params
-from mnist_pipeline.kmeans import KmeansModel, fit, infer_cluster_labels, save_model
+from mnist_pipeline.kmeans import (
+    KmeansModel,
+    fit,
+    infer_cluster_labels,
+    made_with,
+    save_model,
+    use_threads,
+)
 from mnist_pipeline.metrics import accuracy
 from mnist_pipeline.processed import ProcessedData, load_processed
 from mnist_pipeline.runtime import all_or_none, path_args, progress, run_main, write_csv
@@ -27,7 +35,7 @@ def sweep(data: ProcessedData, params: KmeansParams) -> tuple[list[dict], Kmeans
     """One row of scores per cluster count (increasing), and the params.test_clusters model."""
     check_batch_size("kmeans.batch_size", params.batch_size, len(data.train_y), "training images")
     rows, chosen = [], None
-    for k in progress(sorted(params.n_clusters), desc="k-means sweep", unit="fit"):
+    for k in progress(sorted(params.n_clusters), desc="k-means sweep", unit="fits"):
         estimator = fit(data.train_x, k, params)
         cluster_labels = infer_cluster_labels(estimator.labels_, data.train_y, k)
         row = {
@@ -45,17 +53,18 @@ def sweep(data: ProcessedData, params: KmeansParams) -> tuple[list[dict], Kmeans
         )
         rows.append(row)
         if k == params.test_clusters:
-            chosen = KmeansModel(
-                estimator.cluster_centers_.astype("float32"), cluster_labels, data.classes
-            )
+            centroids = estimator.cluster_centers_.astype("float32")
+            chosen = KmeansModel(centroids, cluster_labels, data.classes, made_with())
     return rows, chosen
 
 
 def main() -> None:
     args = path_args(__doc__, "data", "plot", "model", outputs=("plot", "model"))
-    params = load_params().kmeans
-    log.info("params: %s", params)
-    rows, model = sweep(load_processed(args.data, uses=("train",)), params)
+    everything = load_params()
+    params = everything.kmeans
+    log.info("params: %s; %d threads", params, everything.compute.threads)
+    with use_threads(everything.compute.threads):
+        rows, model = sweep(load_processed(args.data, uses=("train",)), params)
     with all_or_none(args.plot, args.model) as (plot, model_path):
         write_csv(plot, rows)
         save_model(model_path, model)

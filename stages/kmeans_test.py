@@ -1,9 +1,12 @@
 """Stage kmeans_test: score the chosen k-means model on the test set.
 
-Reads: --model (models/kmeans.npz), --data (data/processed/kmeans).
+Reads: --model (models/kmeans.npz), --data (data/processed/kmeans); params
+compute.threads.
 Writes: --metrics (metrics/kmeans.json: the test accuracy, as kmeans_accuracy: a name no
 other metrics file uses keeps `dvc exp show` narrow; the cluster count tested is the param
 kmeans.test_clusters, which `dvc exp show` lists);
+--made-with (made_with/kmeans_test.json: what fitted the model and what scored it, each
+as package versions, CPU, cores and threads);
 --per-class (plots/kmeans/per_class.csv: accuracy within each class);
 --confusion (plots/kmeans/confusion.csv: actual and predicted class of each test image).
 """
@@ -15,7 +18,8 @@ import logging
 import numpy as np
 from sklearn.metrics import homogeneity_score
 
-from mnist_pipeline.kmeans import KmeansModel, load_model
+from mnist_pipeline.config import load_params
+from mnist_pipeline.kmeans import KmeansModel, load_model, made_with, use_threads
 from mnist_pipeline.metrics import accuracy, confusion_rows, per_class_rows
 from mnist_pipeline.processed import ProcessedData, load_processed
 from mnist_pipeline.runtime import all_or_none, path_args, run_main, write_csv, write_json
@@ -35,14 +39,18 @@ def score(model: KmeansModel, data: ProcessedData) -> tuple[dict, np.ndarray]:
 
 
 def main() -> None:
-    outputs = ("metrics", "per-class", "confusion")
+    outputs = ("metrics", "made-with", "per-class", "confusion")
     args = path_args(__doc__, "model", "data", *outputs, outputs=outputs)
     data = load_processed(args.data, uses=("test",))
     model = load_model(args.model)
-    metrics, predicted = score(model, data)
+    with use_threads(load_params().compute.threads):
+        metrics, predicted = score(model, data)
+        scored_with = made_with()  # the threads in force
     log.info("n_clusters %d test_accuracy %.4f", len(model.centroids), metrics["kmeans_accuracy"])
-    with all_or_none(args.metrics, args.per_class, args.confusion) as (metrics_path, per, conf):
+    paths = (args.metrics, args.made_with, args.per_class, args.confusion)
+    with all_or_none(*paths) as (metrics_path, made, per, conf):
         write_json(metrics_path, metrics)
+        write_json(made, {"fit": model.made_with, "test": scored_with})
         write_csv(per, per_class_rows(data.test_y, predicted, data.classes))
         write_csv(conf, confusion_rows(data.test_y, predicted, data.classes))
 

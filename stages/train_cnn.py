@@ -1,9 +1,10 @@
 """Stage train_cnn: train the notebook's CNN exactly as the notebook does.
 
 Reads: --data (data/processed/cnn); params cnn.* (seed, epochs, batch_size,
-test_batch_size, lr, momentum, log_interval).
+test_batch_size, lr, momentum, log_interval), compute.threads and compute.device.
 Writes: --model (models/cnn.pt, weights with the params that built them, and the data
-set's name, class names and normalization, read from --data);
+set's name, class names and normalization, read from --data, and what trained them:
+package versions, CPU, torch threads);
 --live (dvclive/, written by DVCLive while training runs): plots/metrics/train/
 loss.tsv, the training loss every log_interval batches; plots/metrics/test/loss.tsv and
 accuracy.tsv after each epoch; metrics.json, the latest of each.
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from dvclive import Live
 from scmrepo.exceptions import SCMError
 
-from mnist_pipeline.cnn import Net, device, evaluate, save_checkpoint
+from mnist_pipeline.cnn import Net, device, evaluate, made_with, save_checkpoint, use_threads
 from mnist_pipeline.config import CnnParams, check_batch_size, load_params
 from mnist_pipeline.metrics import accuracy
 from mnist_pipeline.processed import ProcessedData, load_processed
@@ -64,7 +65,12 @@ def keep_freed_memory() -> None:
     mallopt(_M_TRIM_THRESHOLD, 1 << 30)
 
 
-def train(data: ProcessedData, params: CnnParams, live: Live | None = None) -> TrainResult:
+def train(
+    data: ProcessedData,
+    params: CnnParams,
+    live: Live | None = None,
+    dev: torch.device | None = None,
+) -> TrainResult:
     """Train a fresh Net on data.train_x/train_y; test after every epoch.
 
     With `live`, each logged training loss (step: the batch, counted over all epochs) and
@@ -74,7 +80,7 @@ def train(data: ProcessedData, params: CnnParams, live: Live | None = None) -> T
     check_batch_size("cnn.batch_size", params.batch_size, len(data.train_y), "training images")
     check_batch_size("cnn.test_batch_size", params.test_batch_size, len(data.test_y), "test images")
     torch.manual_seed(params.seed)
-    dev = device()
+    dev = dev or torch.device("cpu")
     if dev.type == "cuda":
         # cuDNN may otherwise pick non-deterministic convolution algorithms.
         torch.backends.cudnn.deterministic = True
@@ -93,7 +99,7 @@ def train(data: ProcessedData, params: CnnParams, live: Live | None = None) -> T
         started = time.perf_counter()
         model.train()
         order = torch.randperm(len(x), generator=shuffle).to(dev)
-        batches = progress(range(n_batches), desc=f"epoch {epoch}/{params.epochs}", unit="batch")
+        batches = progress(range(n_batches), desc=f"epoch {epoch}/{params.epochs}", unit="batches")
         for batch in batches:
             index = order[batch * params.batch_size : (batch + 1) * params.batch_size]
             optimizer.zero_grad()
@@ -145,8 +151,11 @@ def _require_finite(loss: float, what: str) -> None:
 def main() -> None:
     args = path_args(__doc__, "data", "model", "live", outputs=("model", "live"))
     keep_freed_memory()  # an epoch: 2.0-2.1 s with it, 2.5-4.1 s without (AMD EPYC VM)
-    params = load_params().cnn
-    log.info("params: %s; device %s, %d threads", params, device(), torch.get_num_threads())
+    everything = load_params()
+    params, compute = everything.cnn, everything.compute
+    use_threads(compute.threads)
+    dev = device(compute.device)
+    log.info("params: %s; device %s, %d threads", params, dev, torch.get_num_threads())
     data = load_processed(args.data)
     # dvc.yaml declares these outputs itself (dvcyaml=False): a stage restored from the
     # run-cache never runs this code. No report page, no experiment commits of its own.
@@ -158,8 +167,8 @@ def main() -> None:
         ) from None
     try:
         with live:
-            result = train(data, params, live)
-        save_checkpoint(args.model, result.model, params, data.meta())
+            result = train(data, params, live, dev)
+        save_checkpoint(args.model, result.model, params, data.meta(), made_with(dev))
     except BaseException:
         # DVCLive writes as training goes (so that its progress can be followed): a run that
         # stops early removes what it wrote, leaving no outputs rather than half of them.

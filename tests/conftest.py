@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +32,7 @@ PROJECT_FILES = (
     ".dvc/plots",
     ".dvcignore",
     ".gitignore",
+    "uv.lock",  # the environment stage checks the installed packages against it
 )
 
 # The notebooks' params, written by the tests themselves: a user's own params.yaml (say,
@@ -54,6 +57,7 @@ NOTEBOOK_PARAMS = {
         "max_iter": 100,
         "random_state": 0,
     },
+    "compute": {"threads": 2, "device": "auto"},
 }
 
 # Small enough for seconds per stage, big enough that both models learn the classes.
@@ -61,6 +65,7 @@ TINY_PARAMS = {
     "data": {"verify": False},  # tiny data has its own checksums (tested in test_download)
     "cnn": {"epochs": 2, "lr": 0.05, "log_interval": 2, "test_batch_size": 100},
     "kmeans": {"n_clusters": [10, 16], "test_clusters": 16, "batch_size": 256},
+    "compute": {"threads": 1, "device": "cpu"},  # 2 cores: tests running side by side
 }
 
 
@@ -134,12 +139,22 @@ class Hanging:
             connection.close()
 
 
+@functools.cache
+def no_user_config() -> str:
+    """An empty folder that stands in for DVC's global and system config folders: a user's
+    `dvc cache dir --global` or `dvc config --system` must not reach the test repos."""
+    return tempfile.mkdtemp(prefix="dvc-config-")
+
+
 def command_env(env: dict | None = None) -> dict:
-    """os.environ with this interpreter's environment first on PATH and a git identity."""
+    """os.environ with this interpreter's environment first on PATH, a git identity, and
+    none of the user's DVC config outside the test repo."""
     return {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "DVC_NO_ANALYTICS": "1",
+        "DVC_GLOBAL_CONFIG_DIR": no_user_config(),
+        "DVC_SYSTEM_CONFIG_DIR": no_user_config(),
         "GIT_AUTHOR_NAME": "test",
         "GIT_AUTHOR_EMAIL": "test@example.com",
         "GIT_COMMITTER_NAME": "test",
@@ -189,6 +204,17 @@ def write_params(directory: Path, changes: dict | None = None) -> None:
     set_params(directory, changes or {})
 
 
+def keep_only_the_projects_dvc_config(repo: Path) -> None:
+    """Drop what a user may have added to the copied .dvc/config: a shared cache folder
+    (`dvc cache dir`, as DVC recommends for teams), remotes. The test repo keeps its own
+    cache in .dvc/cache."""
+    from dvc.config import Config  # DVC's own reading and writing of its config file
+
+    with Config(str(repo / ".dvc"), validate=False).edit("repo", validate=False) as config:
+        config["cache"], config["remote"] = {}, {}
+        config.get("core", {}).pop("remote", None)
+
+
 def make_repo(path: Path) -> Path:
     """Copy the project into a fresh git repo, with the tiny-data params."""
     path.mkdir(parents=True)
@@ -199,6 +225,7 @@ def make_repo(path: Path) -> Path:
         elif source.exists():
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, path / name)
+    keep_only_the_projects_dvc_config(path)
     write_params(path, TINY_PARAMS)
     git(path, "init", "-q", "-b", "main")
     git(path, "config", "user.name", "test")  # dvc exp commits need an identity
@@ -208,9 +235,24 @@ def make_repo(path: Path) -> Path:
     return path
 
 
+# Runs before every `dvc repro` (always_changed): it checks the environment and computes
+# nothing, so the helpers below leave it out of the stages that ran or changed.
+ALWAYS_RUNS = "environment"
+
+
 def ran_stages(output: str) -> set[str]:
     """Names of the stages a `dvc repro` or `dvc exp run` actually executed."""
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    lines = output.splitlines()
+    return {line.split("'")[1] for line in lines if line.startswith("Running stage")} - {
+        ALWAYS_RUNS
+    }
+
+
+def changed_stages(repo: Path, env: dict | None = None) -> dict:
+    """`dvc status --json`, less the environment stage's "always changed"."""
+    status = json.loads(dvc(repo, "status", "--json", env=env).stdout)
+    assert status.pop(ALWAYS_RUNS, ["always changed"]) == ["always changed"], status
+    return status
 
 
 @pytest.fixture(scope="session")

@@ -187,7 +187,7 @@ def check_script(pictures: list[np.ndarray]) -> str:
 def fashion_page(repo: Path, directory: Path) -> tuple[Path, Path]:
     """The tiny CNN relabelled as trained on Fashion-MNIST, and the page the demo_page stage
     builds from it: (model, page), both in `directory`."""
-    cnn, params, meta = load_checkpoint(repo / "models/cnn.pt")
+    cnn, params, meta, _ = load_checkpoint(repo / "models/cnn.pt")
     fashion = get_dataset("fashion-mnist")
     meta = {
         **meta,

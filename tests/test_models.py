@@ -6,6 +6,7 @@ import dataclasses
 import platform
 import sys
 import zipfile
+from importlib.metadata import version
 
 import numpy as np
 import pytest
@@ -15,7 +16,14 @@ from sklearn.cluster import MiniBatchKMeans
 from mnist_pipeline.cnn import Net, evaluate, load_checkpoint, save_checkpoint
 from mnist_pipeline.config import CnnParams, KmeansParams, PreprocessParams
 from mnist_pipeline.datasets import get_dataset
-from mnist_pipeline.kmeans import KmeansModel, fit, infer_cluster_labels, load_model, save_model
+from mnist_pipeline.kmeans import (
+    KmeansModel,
+    fit,
+    infer_cluster_labels,
+    load_model,
+    made_with,
+    save_model,
+)
 from mnist_pipeline.runtime import PipelineError
 from stages.kmeans_sweep import sweep
 from stages.preprocess import preprocess
@@ -99,7 +107,7 @@ def test_checkpoint_round_trip_is_reproducible(tmp_path, tiny):
     save_checkpoint(tmp_path / "a.pt", model, CNN, cnn_data.meta())
     save_checkpoint(tmp_path / "b.pt", model, CNN, cnn_data.meta())
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
-    loaded, params, meta = load_checkpoint(tmp_path / "a.pt")
+    loaded, params, meta, _ = load_checkpoint(tmp_path / "a.pt")
     assert params["lr"] == CNN.lr and params["epochs"] == CNN.epochs
     # Self-describing: what a user needs to prepare an input and name the answer.
     assert meta == {
@@ -139,15 +147,21 @@ def test_kmeans_model_predicts_like_sklearn_and_loads_without_pickle(tmp_path, t
     estimator = fit(km_data.train_x, 16, KMEANS)
     assert isinstance(estimator, MiniBatchKMeans)
     labels = infer_cluster_labels(estimator.labels_, km_data.train_y, 16)
-    model = KmeansModel(estimator.cluster_centers_.astype("float32"), labels, km_data.classes)
+    centroids = estimator.cluster_centers_.astype("float32")
+    model = KmeansModel(centroids, labels, km_data.classes, made_with())
     np.testing.assert_array_equal(model.assign(km_data.test_x), estimator.predict(km_data.test_x))
     save_model(tmp_path / "km.npz", model)
     with zipfile.ZipFile(tmp_path / "km.npz") as archive:
-        assert sorted(archive.namelist()) == ["centroids.npy", "classes.npy", "cluster_labels.npy"]
+        members = ["centroids.npy", "classes.npy", "cluster_labels.npy", "made_with.npy"]
+        assert sorted(archive.namelist()) == members
     with np.load(tmp_path / "km.npz", allow_pickle=False) as arrays:
         assert arrays["centroids"].shape == (16, 784)
     loaded = load_model(tmp_path / "km.npz")
     assert loaded.classes == km_data.classes
+    # What fitted it, as found in this environment: a model from elsewhere says its own.
+    assert loaded.made_with == model.made_with
+    assert loaded.made_with["scikit-learn"] == version("scikit-learn")
+    assert loaded.made_with["threads"] >= 1 and loaded.made_with["cpu"]
     np.testing.assert_array_equal(loaded.predict(km_data.test_x), model.predict(km_data.test_x))
     assert np.mean(loaded.predict(km_data.test_x) == km_data.test_y) > 0.9
 

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import platform
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from tests.conftest import commit_all, dvc, git, make_repo, ran_stages, set_params
+from mnist_pipeline.environment import cpu_model
+from mnist_pipeline.kmeans import load_model
+from tests.conftest import changed_stages, commit_all, dvc, git, make_repo, ran_stages, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +44,7 @@ def test_first_repro_runs_every_stage(reproduced_repo):
     log = (reproduced_repo / "first_repro.log").read_text()
     assert ran_stages(log) == ALL_STAGES
     lock = yaml.safe_load((reproduced_repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == ALL_STAGES
+    assert set(lock["stages"]) == ALL_STAGES | {"environment"}
 
 
 def read_csv(path) -> list[dict]:
@@ -91,8 +97,7 @@ def test_outputs_hold_sensible_results(reproduced_repo):
 def test_second_repro_runs_nothing(repo_copy, mirror_env):
     result = dvc(repo_copy, "repro", env=mirror_env)
     assert ran_stages(result.stdout) == set()
-    status = dvc(repo_copy, "status", "--json")
-    assert json.loads(status.stdout) == {}
+    assert changed_stages(repo_copy) == {}
 
 
 @pytest.mark.parametrize(
@@ -100,13 +105,22 @@ def test_second_repro_runs_nothing(repo_copy, mirror_env):
     [
         ({"kmeans": {"max_iter": 7}}, KMEANS_STAGES),
         ({"cnn": {"lr": 0.02}}, CNN_STAGES),
+        # Threads change the last digits: every stage that computes with them re-runs.
+        (
+            {"compute": {"threads": 2}},
+            {"train_cnn", "evaluate_cnn", "kmeans_sweep", "kmeans_test"} | KMEANS_STAGES,
+        ),
+        ({"compute": {"device": "auto"}}, CNN_STAGES),  # only where the CNN trains
     ],
-    ids=["kmeans-param", "cnn-param"],
+    ids=["kmeans-param", "cnn-param", "threads", "device"],
 )
 def test_param_change_reruns_only_its_stages(repo_copy, mirror_env, changes, expected):
     set_params(repo_copy, changes)
-    status = json.loads(dvc(repo_copy, "status", "--json").stdout)
-    assert set(status) == expected - {"kmeans_test", "plot_centroids", "evaluate_cnn", "demo_page"}
+    status = changed_stages(repo_copy)
+    followers = {"plot_centroids", "demo_page"}
+    if "threads" not in changes.get("compute", {}):
+        followers |= {"kmeans_test", "evaluate_cnn"}
+    assert set(status) == expected - followers
     result = dvc(repo_copy, "repro", env=mirror_env)
     ran = ran_stages(result.stdout)
     assert ran <= expected and ran >= set(status)
@@ -209,6 +223,35 @@ def test_tables_lead_with_the_headline_metrics(repo_copy):
     cnn = json.loads((repo_copy / "metrics/cnn.json").read_text())
     assert float(workspace.split(",")[first]) == cnn["test_accuracy"]
     assert "kmeans_accuracy" in header
+
+
+def test_results_say_what_made_them(reproduced_repo):
+    """Package versions, CPU, cores and threads, beside the metrics and in the models."""
+    cnn = json.loads((reproduced_repo / "made_with/evaluate_cnn.json").read_text())
+    kmeans = json.loads((reproduced_repo / "made_with/kmeans_test.json").read_text())
+    assert set(cnn) == {"train", "evaluate"} and set(kmeans) == {"fit", "test"}
+    machine = {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0))}
+    python = platform.python_version()
+    for record in (cnn["train"], cnn["evaluate"]):
+        assert record == {
+            **machine,
+            "threads": 1,  # compute.threads of the tests' params
+            "device": "cpu",
+            "python": python,
+            "torch": version("torch"),
+            "numpy": version("numpy"),
+        }
+    for record in (kmeans["fit"], kmeans["test"]):
+        assert {k: record[k] for k in ("cpu", "cores", "threads", "scikit-learn", "scipy")} == {
+            **machine,
+            "threads": 1,
+            "scikit-learn": version("scikit-learn"),
+            "scipy": version("scipy"),
+        }
+    # The models carry their own record: a copied model file still says what made it.
+    trained = torch.load(reproduced_repo / "models/cnn.pt", weights_only=True)["made_with"]
+    assert trained == cnn["train"]
+    assert load_model(reproduced_repo / "models/kmeans.npz").made_with == kmeans["fit"]
 
 
 def test_cluster_counts_are_listed_in_numeric_order(repo_copy, mirror_env):
