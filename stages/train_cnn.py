@@ -16,12 +16,14 @@ optimizer, epochs, data) without per-sample transforms.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import math
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -172,8 +174,21 @@ def main() -> None:
     except BaseException:
         # DVCLive writes as training goes (so that its progress can be followed): a run that
         # stops early removes what it wrote, leaving no outputs rather than half of them.
-        shutil.rmtree(args.live, ignore_errors=True)
+        remove_live_outputs(args.live)
         raise
+
+
+def remove_live_outputs(live: Path) -> None:
+    """Remove what DVCLive wrote into `live`, and nothing else: a .gitignore there may be
+    tracked by git (DVC wrote one before .gitignore listed DVCLive's files)."""
+    for name in ("plots", "metrics.json"):
+        path = live / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        live.rmdir()  # only when nothing else is left in it
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ PROJECT_FILES = (
     "mnist_pipeline",
     "dvc.yaml",
     ".dvc/config",
+    ".dvc/.gitignore",
     ".dvc/plots",
     ".dvcignore",
     ".gitignore",

@@ -27,6 +27,7 @@ from tests.conftest import (
     TINY_PARAMS,
     Hanging,
     command_env,
+    commit_all,
     dvc,
     git,
     make_repo,
@@ -282,6 +283,10 @@ def stage_processes(module: str, cwd: Path) -> list[int]:
 @pytest.mark.parametrize("shell", SHELLS[1:])
 def test_kill_9_of_dvc_stops_the_stage_it_ran(tmp_path, mirror_env, shell):
     repo = make_repo(tmp_path / "repo")
+    # A .gitignore that DVC wrote before .gitignore listed DVCLive's files, committed.
+    (repo / "dvclive").mkdir()
+    (repo / "dvclive/.gitignore").write_text("/plots\n/metrics.json\n")
+    commit_all(repo, "dvclive/.gitignore")
     dvc(repo, "repro", "preprocess", env=mirror_env)
     set_params(repo, {"cnn": {"epochs": 10_000}})  # trains until stopped
     dvc_run = subprocess.Popen(
