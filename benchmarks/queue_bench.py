@@ -45,11 +45,14 @@ def main() -> None:
     parser.add_argument("--experiments", type=int, default=4, help="per worker count")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--keep", type=Path, help="leave the project there, for a look")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     results = {"cores": cores, "epochs": args.epochs, "runs": []}
     with tempfile.TemporaryDirectory(dir=REPO.parent) as tmp:
-        project = copy_project(Path(tmp) / "project", "fashion-mnist", args.epochs)
+        where = args.keep or Path(tmp) / "project"
+        where.mkdir(parents=True)
+        project = copy_project(where, "fashion-mnist", args.epochs)
         started = time.perf_counter()
         dvc(project, "repro")
         print(f"baseline dvc repro: {time.perf_counter() - started:.0f} s", flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from mnist_pipeline.config import CnnParams
 from mnist_pipeline.environment import describe
-from mnist_pipeline.runtime import PipelineError, atomic_path
+from mnist_pipeline.runtime import PipelineError, atomic_path, damaged
 
 
 class Net(nn.Module):
@@ -146,15 +147,19 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         model.load_state_dict(checkpoint["state_dict"])
         params, meta, digest = checkpoint["params"], checkpoint["meta"], checkpoint["digest"]
     except FileNotFoundError:
-        raise PipelineError(f"{path}: not found; run train_cnn first") from None
+        raise PipelineError(f"{path}: not found; run `dvc repro train_cnn` to make it") from None
     # A damaged file fails inside torch.load in many ways: EOFError (empty file),
-    # UnicodeDecodeError (a flipped byte in a name), RuntimeError, UnpicklingError, ...
+    # UnicodeDecodeError (a flipped byte in a name), RuntimeError, UnpicklingError, OSError
+    # (cut short), ... Say what it is in words; torch's own message can be pages long.
     except Exception as exc:
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-        raise PipelineError(f"{path}: cannot load the model ({reason}); re-run train_cnn") from None
+        if not zipfile.is_zipfile(path):
+            what = "not a PyTorch model file (cut short, or another kind of file)"
+        elif isinstance(exc, KeyError):
+            what = f"a PyTorch file, but not a model that train_cnn saved (no {exc})"
+        else:
+            what = f"a PyTorch model file damaged inside ({type(exc).__name__})"
+        raise damaged(path, what, "train_cnn") from None
     if digest != weights_digest(checkpoint["state_dict"]):
-        raise PipelineError(
-            f"{path}: the weights do not match the digest saved with them; the file is "
-            "damaged: re-run train_cnn (dvc repro --force train_cnn) or restore it (dvc checkout)"
-        )
+        what = "its weights do not match the digest saved with them, so the file is damaged"
+        raise damaged(path, what, "train_cnn")
     return Checkpoint(model, params, meta, checkpoint.get("made_with", {}))

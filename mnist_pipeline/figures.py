@@ -49,7 +49,7 @@ def image_grid(
         mosaic[top : top + SIDE, left : left + SIDE] = image
 
     width_px, height_px = mosaic.shape[1] * scale, mosaic.shape[0] * scale
-    width_px = max(width_px, 320)  # room for the title over small grids
+    width_px = max(width_px, 480)  # room for the title over small grids
     fig = Figure(figsize=(width_px / DPI, (height_px + HEADER_PX) / DPI), dpi=DPI)
     ax = fig.add_axes(
         (0, 0, mosaic.shape[1] * scale / width_px, height_px / (height_px + HEADER_PX))

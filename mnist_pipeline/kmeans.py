@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mnist_pipeline.environment import describe
-from mnist_pipeline.runtime import PipelineError, atomic_path
+from mnist_pipeline.runtime import PipelineError, atomic_path, damaged
 
 if TYPE_CHECKING:  # only an annotation: kmeans_test and plot_centroids do not read params
     from sklearn.cluster import MiniBatchKMeans
@@ -128,12 +128,19 @@ def load_model(path: Path | str) -> KmeansModel:
                 made_with=json.loads(str(arrays["made_with"])) if "made_with" in arrays else {},
             )
     except FileNotFoundError:
-        raise PipelineError(f"{path}: not found; run kmeans_sweep first") from None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise PipelineError(f"{path}: cannot load the model ({exc}); re-run kmeans_sweep") from None
+        raise PipelineError(f"{path}: not found; run `dvc repro kmeans_sweep` to make it") from None
+    except (zipfile.BadZipFile, EOFError):
+        what = "not an .npz model (cut short, or another kind of file)"
+        raise damaged(path, what, "kmeans_sweep") from None
+    except KeyError as exc:
+        what = f"an .npz file, but not a model that kmeans_sweep saved (no {exc})"
+        raise damaged(path, what, "kmeans_sweep") from None
+    except (OSError, ValueError) as exc:
+        what = f"an .npz model damaged inside ({' '.join(str(exc).split())})"
+        raise damaged(path, what, "kmeans_sweep") from None
     problem = _problem(model)
     if problem:
-        raise PipelineError(f"{path}: {problem}; the file is damaged: re-run kmeans_sweep")
+        raise damaged(path, f"{problem}, so the file is damaged", "kmeans_sweep")
     return model
 
 

@@ -1,6 +1,9 @@
 """Predict the class of your own pictures with the pipeline's two models.
 
-    python -m mnist_pipeline.predict IMAGE [IMAGE ...] [--cnn PATH] [--kmeans PATH]
+    mnist-predict IMAGE [IMAGE ...] [--cnn PATH] [--kmeans PATH]
+
+(`mnist-predict` is installed in .venv/bin by scripts/setup.sh; it runs with the project's
+environment whether or not that is activated.)
 
 For each image (PNG, JPEG or anything else Pillow reads; any size; dark ink on light paper
 or light on dark) it prints one line: the CNN's class and probability, its top three, and
@@ -131,10 +134,26 @@ def predict_files(models: Models, files: list[Path]) -> tuple[list[str], list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    parser.add_argument("--cnn", type=Path, metavar="PATH", help="default: dvc.yaml's cnn")
-    parser.add_argument("--kmeans", type=Path, metavar="PATH", help="default: dvc.yaml's kmeans")
+    parser = argparse.ArgumentParser(prog="mnist-predict", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="pictures to classify: PNG, JPEG or any other format Pillow reads, any size",
+    )
+    parser.add_argument(
+        "--cnn",
+        type=Path,
+        metavar="PATH",
+        help="the CNN's weights (default: dvc.yaml's cnn artifact, models/cnn.pt)",
+    )
+    parser.add_argument(
+        "--kmeans",
+        type=Path,
+        metavar="PATH",
+        help="the k-means model (default: dvc.yaml's kmeans artifact, models/kmeans.npz)",
+    )
     args = parser.parse_args(argv)
     try:
         models = load_models(args.cnn, args.kmeans)
@@ -149,5 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if errors else 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `mnist-predict` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

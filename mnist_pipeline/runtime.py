@@ -40,6 +40,16 @@ class PipelineError(Exception):
 PROGRESS_EVERY_S = 30.0
 
 
+def damaged(path: Path | str, what: str, stage: str) -> PipelineError:
+    """The one-line error for a model file that cannot be used, with the cheapest fixes
+    first: DVC's cached copy, then re-running only the stage that makes it."""
+    return PipelineError(
+        f"{path}: {what}; if it is the pipeline's own, restore it with `dvc checkout {path}` "
+        f"or make it again with `dvc repro --force --single-item {stage}`; otherwise give "
+        f"the path of a file that {stage} made"
+    )
+
+
 def progress(items: Sequence[T], desc: str, unit: str) -> Iterator[T]:
     """A progress bar in a terminal. Elsewhere (CI, `dvc queue logs`, a log file) a log line
     at every tenth of the way and at least every PROGRESS_EVERY_S seconds, so that a slow

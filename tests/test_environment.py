@@ -238,3 +238,29 @@ def test_the_record_is_replaced_only_by_a_passing_check(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["uv.lock", "versions.json"]
     result = run([*args[:-3], str(LOCK), "--out", str(out)], cwd=ROOT)
     assert json.loads(out.read_text()) == locked_versions(LOCK)
+
+
+@pytest.mark.slow
+def test_dvc_outside_the_environment_stops_in_one_line_and_keeps_the_data(
+    repo_copy, tmp_path, mirror_env
+):
+    """`.venv/bin/dvc repro` without activating: the stages' `python` lacks the packages."""
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    python = bare / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')  # -S: no site-packages
+    python.chmod(0o755)
+    set_params(repo_copy, {"data": {"verify": True}})  # download would run again
+    before = tree_digest(repo_copy)
+    env = {**mirror_env, "PATH": f"{bare}:/usr/bin:/bin"}
+    result = dvc(repo_copy, "repro", env=env, check=False)
+    assert result.returncode != 0
+    assert ran_stages(result.stdout) == set()
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
+    assert errors[0] == (
+        f"ERROR stages: numpy is not installed for {sys.executable}, uv.lock pins "
+        f"{locked('numpy')}: run `bash scripts/setup.sh`, then dvc from .venv "
+        "(`source .venv/bin/activate`)"
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+    assert tree_digest(repo_copy) == before  # data/raw among them

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import time
 
 import pytest
 
-from tests.conftest import BIN, changed_stages, command_env, commit_all, dvc, git, ran_stages
+from tests.conftest import BIN, ROOT, changed_stages, command_env, commit_all, dvc, git, ran_stages
 
 pytestmark = pytest.mark.slow
 
 QUEUE_TIMEOUT_S = 900
-# The README's `dvc exp show`: what changed, without the run's bookkeeping, the models'
-# hashes and DVCLive's copy of the CNN's numbers.
-README_EXP_SHOW = (
-    "--only-changed",
-    "--drop",
-    r"Created|State|Executor|models/|train\.|test\.|step",
-)
+
+
+def readme_exp_show() -> list[tuple[list[str], int]]:
+    """The README's `dvc exp show` commands, each with the terminal width it is for."""
+    section = (ROOT / "README.md").read_text().split("\n## Comparing experiments\n")[1]
+    commands = []
+    for line in section.split("\n## ")[0].splitlines():
+        found = re.fullmatch(r"(dvc exp show .*?)\s+# fits (\d+) columns.*", line)
+        if found:
+            commands.append((shlex.split(found.group(1)), int(found.group(2))))
+    assert [width for _, width in commands] == [80, 120], commands
+    return commands
 
 
 def wait_for_queue(repo, timeout_s: float = QUEUE_TIMEOUT_S) -> str:
@@ -77,11 +84,19 @@ def test_queued_experiments_run_in_parallel_with_their_own_params(repo_copy):
 
     diff = json.loads(dvc(repo_copy, "metrics", "diff", "short", "fast-lr", "--json").stdout)
     assert "metrics/cnn.json" in diff  # k-means scores 100% on the tiny data either way
-    # The README's table fits 200 columns. (Both models score 100% on the tiny data, so
-    # --only-changed hides the accuracies here; the README shows them on the real data.)
-    table = dvc(repo_copy, "exp", "show", *README_EXP_SHOW, env={"COLUMNS": "200"}).stdout
-    assert "test_loss" in table and "cnn.lr" in table and "kmeans.n_clusters" in table
-    assert max(len(line.rstrip()) for line in table.splitlines()) <= 200, table
+    # The README's two tables: each fits its terminal, keeps every experiment's name whole,
+    # and has the State column that says which one is still running.
+    for args, columns in readme_exp_show():
+        table = dvc(repo_copy, *args[1:], env={"COLUMNS": str(columns)}).stdout
+        assert max(len(line.rstrip()) for line in table.splitlines()) <= columns, table
+        assert "[short]" in table and "[fast-lr]" in table and "State" in table, table
+        assert "Success" in table, table
+    watch, changed = (
+        dvc(repo_copy, *args[1:], env={"COLUMNS": str(columns)}).stdout
+        for args, columns in readme_exp_show()
+    )
+    assert "test.accuracy" in watch and "step" in watch  # DVCLive's: live while it trains
+    assert "cnn.lr" in changed and "kmeans.n_clusters" in changed
     plots = json.loads(dvc(repo_copy, "plots", "diff", "short", "fast-lr", "--json").stdout)
     (loss_plot,) = plots["data"]["Training loss"]
     assert set(loss_plot["revisions"]) == {"short", "fast-lr"}

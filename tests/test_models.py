@@ -122,15 +122,30 @@ def test_checkpoint_round_trip_is_reproducible(tmp_path, tiny):
     assert before[0] == after[0] and np.array_equal(before[1], after[1])
 
 
+# The cheapest fixes first: DVC's cached copy, then re-running train_cnn alone.
+FIX_CNN = (
+    r"restore it with `dvc checkout .*\.pt` or make it again with "
+    r"`dvc repro --force --single-item train_cnn`"
+)
+
+
 def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "cnn.pt").write_bytes(b"garbage")
-    with pytest.raises(PipelineError, match="re-run train_cnn"):
+    with pytest.raises(PipelineError, match=FIX_CNN):
         load_checkpoint(tmp_path / "cnn.pt")
+    # A text file given as a model: said in words, in full, not cut off mid-word.
+    (tmp_path / "notes.txt").write_text("weights_only " * 100)
+    with pytest.raises(PipelineError) as error:
+        load_checkpoint(tmp_path / "notes.txt")
+    assert str(error.value).startswith(
+        f"{tmp_path / 'notes.txt'}: not a PyTorch model file (cut short, or another kind of file)"
+    )
+    assert str(error.value).endswith("otherwise give the path of a file that train_cnn made")
     torch.save({"weights": {}}, tmp_path / "other.pt")  # no state_dict key
-    with pytest.raises(PipelineError, match="re-run train_cnn"):
+    with pytest.raises(PipelineError, match=FIX_CNN):
         load_checkpoint(tmp_path / "other.pt")
     torch.save({"state_dict": {"fc1.weight": torch.zeros(1)}, "params": {}}, tmp_path / "bad.pt")
-    with pytest.raises(PipelineError, match="re-run train_cnn"):
+    with pytest.raises(PipelineError, match=FIX_CNN):
         load_checkpoint(tmp_path / "bad.pt")
 
 
@@ -193,7 +208,7 @@ def test_damaged_checkpoints_are_refused_at_load(tmp_path, tiny):
     }
     for case, data in damaged.items():
         (tmp_path / "cnn.pt").write_bytes(data)
-        with pytest.raises(PipelineError, match="cnn.pt: .*re-run train_cnn") as error:
+        with pytest.raises(PipelineError, match="cnn.pt: .*" + FIX_CNN) as error:
             load_checkpoint(tmp_path / "cnn.pt")
         assert "\n" not in str(error.value), case
     (tmp_path / "cnn.pt").write_bytes(damaged["flipped weight"])
@@ -238,5 +253,7 @@ def test_damaged_kmeans_models_are_refused_at_load(tmp_path, change, message):
         **change,
     }
     np.savez(tmp_path / "km.npz", **arrays)
-    with pytest.raises(PipelineError, match=f"km.npz: .*{message}.*re-run kmeans_sweep"):
+    with pytest.raises(
+        PipelineError, match=f"km.npz: .*{message}.*dvc repro --force --single-item kmeans_sweep"
+    ):
         load_model(tmp_path / "km.npz")

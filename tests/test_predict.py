@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from mnist_pipeline.digits import BlankImageError, prepare
 from mnist_pipeline.kmeans import KmeansModel, save_model
 from mnist_pipeline.predict import Models, main, model_paths, predict_files
 from mnist_pipeline.runtime import PipelineError
-from tests.conftest import ROOT, run
+from tests.conftest import BIN, ROOT, run
 from tests.test_models import CNN
 
 CLASSES = tuple(str(d) for d in range(10))
@@ -217,10 +216,19 @@ def test_models_default_to_dvc_yaml_and_missing_ones_name_their_stage(
     ]
 
 
+def test_the_command_says_its_own_name_and_what_each_argument_is():
+    shown = run([str(BIN / "mnist-predict"), "--help"], ROOT, env={"COLUMNS": "200"}).stdout
+    assert shown.startswith("usage: mnist-predict [-h] [--cnn PATH] [--kmeans PATH] IMAGE")
+    assert "PNG, JPEG or any other format Pillow reads" in shown
+    assert "default: dvc.yaml's cnn artifact, models/cnn.pt" in shown
+    assert "default: dvc.yaml's kmeans artifact, models/kmeans.npz" in shown
+
+
 def test_command_line_errors_have_no_traceback(tmp_path, model_files):
     (tmp_path / "notes.txt").write_text("not a picture")
-    args = [sys.executable, "-m", "mnist_pipeline.predict", str(tmp_path / "notes.txt")]
-    result = run([*args, *model_files], ROOT, check=False)
+    # The installed console script, run outside the project and without activating it.
+    args = [str(BIN / "mnist-predict"), str(tmp_path / "notes.txt")]
+    result = run([*args, *model_files], tmp_path, env={"PATH": "/usr/bin:/bin"}, check=False)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"error: {tmp_path / 'notes.txt'}: cannot read it as an image (not an image)"
