@@ -132,6 +132,12 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def _holds_a_pickle(path: Path | str) -> bool:
+    """Whether a zip archive has the data.pkl member that torch.save writes."""
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/data.pkl") for name in archive.namelist())
+
+
 class Checkpoint(NamedTuple):
     model: Net  # on the CPU
     params: dict  # the cnn params that trained it
@@ -152,8 +158,12 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     # UnicodeDecodeError (a flipped byte in a name), RuntimeError, UnpicklingError, OSError
     # (cut short), ... Say what it is in words; torch's own message can be pages long.
     except Exception as exc:
-        if not zipfile.is_zipfile(path):
+        if Path(path).is_dir():
+            what = "a folder, not a model file"
+        elif not zipfile.is_zipfile(path):
             what = "not a PyTorch model file (cut short, or another kind of file)"
+        elif not _holds_a_pickle(path):
+            what = "a zip archive, but not a PyTorch model file"
         elif isinstance(exc, KeyError):
             what = f"a PyTorch file, but not a model that train_cnn saved (no {exc})"
         else:

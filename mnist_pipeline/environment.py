@@ -12,7 +12,6 @@ the project's packages (dvc called without the environment activated).
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 import sys
@@ -90,8 +89,8 @@ def check_installed(locked: dict[str, str], lock: Path) -> None:
         if installed != locked[name]:
             raise EnvironmentProblem(
                 f"{name} {installed} is installed, {lock} pins {locked[name]}: go back with "
-                f"`{GO_BACK}`, or adopt it with `{ADOPT} {name}=={installed}` "
-                "(then `dvc repro` re-runs the stages it affects)"
+                f"`{GO_BACK}`, or adopt it with `{ADOPT} {name}=={installed}` (first change "
+                "its pin, if pyproject.toml pins it; then `dvc repro` re-runs what it affects)"
             )
 
 
@@ -107,17 +106,18 @@ def cpu_model() -> str:
 
 
 def describe(packages: tuple[str, ...], threads: int) -> dict:
-    """What made a result: the CPU, its cores and the threads used, Python and the installed
-    versions of `packages`.
+    """What made a result: the CPU and the threads used, Python and the installed versions
+    of `packages`. Nothing else (not the number of cores, which a container may change):
+    the same environment, CPU and params must give the same bytes.
 
     Stored in the results themselves (metrics, models), so two results can be compared
     from their files alone; the same environment, CPU and params give the same bytes.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu": cpu_model(),
-        "cores": cores,
         "threads": threads,
-        "python": platform.python_version(),
+        # The minor version, as uv.lock pins it: the patch level changes no result, and a
+        # record that held it would give equal weights other bytes on another machine.
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
         **{name: installed_version(name) or "not installed" for name in packages},
     }

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import threadpoolctl
 
 from mnist_pipeline.environment import describe
 from mnist_pipeline.runtime import PipelineError, atomic_path, damaged
@@ -58,20 +59,17 @@ class KmeansModel:
 PACKAGES = ("scikit-learn", "scipy", "numpy")
 
 
-def use_threads(threads: int):
+def thread_limit(threads: int) -> threadpoolctl.ThreadpoolController:
     """A context in which scikit-learn's OpenMP and the BLAS use `threads` threads
     (compute.threads). scikit-learn is imported first: only loaded libraries are limited."""
     import sklearn.cluster  # noqa: F401 - loads the OpenMP runtime to be limited
-    from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=threads)
+    return threadpoolctl.threadpool_limits(limits=threads)
 
 
 def made_with() -> dict:
     """The environment, CPU and thread count of a k-means result (scikit-learn's OpenMP)."""
-    from threadpoolctl import threadpool_info
-
-    threads = max((pool["num_threads"] for pool in threadpool_info()), default=1)
+    threads = max((pool["num_threads"] for pool in threadpoolctl.threadpool_info()), default=1)
     return describe(PACKAGES, threads)
 
 
@@ -119,6 +117,11 @@ def save_model(path: Path | str, model: KmeansModel) -> None:
 
 def load_model(path: Path | str) -> KmeansModel:
     """The model saved by save_model; loading never unpickles, so it never runs code."""
+    if Path(path).is_dir():
+        raise damaged(path, "a folder, not a model file", "kmeans_sweep")
+    if Path(path).exists() and not zipfile.is_zipfile(path):  # a .npy or a text file, say
+        what = "not an .npz model (cut short, or another kind of file)"
+        raise damaged(path, what, "kmeans_sweep")
     try:
         with np.load(path, allow_pickle=False) as arrays:
             model = KmeansModel(

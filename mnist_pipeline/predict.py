@@ -48,7 +48,8 @@ class Models:
     """Both trained models, loaded from their files, with what they know about their input."""
 
     def __init__(self, cnn_path: Path, kmeans_path: Path) -> None:
-        self.cnn, _, self.meta, _ = load_checkpoint(cnn_path)
+        checkpoint = load_checkpoint(cnn_path)
+        self.cnn, self.meta = checkpoint.model, checkpoint.meta
         self.cnn.eval()
         self.kmeans = load_model(kmeans_path)
         self.classes: tuple[str, ...] = tuple(self.meta["classes"])

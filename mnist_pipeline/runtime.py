@@ -44,9 +44,10 @@ def damaged(path: Path | str, what: str, stage: str) -> PipelineError:
     """The one-line error for a model file that cannot be used, with the cheapest fixes
     first: DVC's cached copy, then re-running only the stage that makes it."""
     return PipelineError(
-        f"{path}: {what}; if it is the pipeline's own, restore it with `dvc checkout {path}` "
-        f"or make it again with `dvc repro --force --single-item {stage}`; otherwise give "
-        f"the path of a file that {stage} made"
+        f"{path}: {what}; if it is the pipeline's own, restore it with "
+        f"`dvc checkout --force {path}` or make it again with "
+        f"`dvc repro --force --single-item environment {stage}`; otherwise give the path of "
+        f"a file that {stage} made"
     )
 
 

@@ -4,6 +4,5 @@
 # `bash scripts/setup.sh` to install it; `dvc repro` re-runs the stages that package affects.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/uv ] || bash scripts/setup.sh >/dev/null 2>&1 || true
-uv="$( [ -x .venv/bin/uv ] && echo .venv/bin/uv || echo uv )"
-UV_PYTHON_DOWNLOADS=never exec "$uv" lock "$@"
+bash scripts/setup.sh --uv-only  # the uv that the lock pins, into .venv
+UV_PYTHON_DOWNLOADS=never exec .venv/bin/uv lock "$@"

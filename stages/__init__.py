@@ -1,1 +1,1 @@
-"""The seven DVC stages, one module each; `dvc.yaml` runs them as `python -m stages.NAME`."""
+"""The nine DVC stages, one module each; `dvc.yaml` runs them as `python -m stages.NAME`."""

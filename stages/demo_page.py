@@ -75,7 +75,8 @@ def build_page(data: dict) -> str:
 
 def main() -> None:
     args = path_args(__doc__, "cnn", "kmeans", "data", "out", outputs=("out",))
-    cnn, _, meta, _ = load_checkpoint(args.cnn)
+    checkpoint = load_checkpoint(args.cnn)
+    cnn, meta = checkpoint.model, checkpoint.meta
     page = build_page(
         page_data(cnn, meta, load_model(args.kmeans), load_processed(args.data, uses=("test",)))
     )

@@ -72,8 +72,9 @@ def main() -> None:
     params = everything.cnn
     use_threads(everything.compute.threads)
     log.info("test_batch_size %d", params.test_batch_size)
-    model, trained_with, _, trained_on = load_checkpoint(args.model)
-    log.info("model trained with %s", trained_with)
+    checkpoint = load_checkpoint(args.model)
+    model = checkpoint.model
+    log.info("model trained with %s", checkpoint.params)
     data = load_processed(args.data, uses=("test",))
     check_batch_size("cnn.test_batch_size", params.test_batch_size, len(data.test_y), "test images")
     metrics, predicted = score(model, data, params.test_batch_size)
@@ -82,7 +83,7 @@ def main() -> None:
     paths += (args.examples, args.misclassified)
     with all_or_none(*paths) as (metrics_path, made, per_class, confusion, examples, wrong):
         write_json(metrics_path, metrics)
-        write_json(made, {"train": trained_on, "evaluate": made_with()})
+        write_json(made, {"train": checkpoint.made_with, "evaluate": made_with()})
         write_csv(per_class, per_class_rows(data.test_y, predicted, data.classes))
         write_csv(confusion, confusion_rows(data.test_y, predicted, data.classes))
         draw(data, predicted, examples, wrong)

@@ -22,7 +22,7 @@ from mnist_pipeline.kmeans import (
     infer_cluster_labels,
     made_with,
     save_model,
-    use_threads,
+    thread_limit,
 )
 from mnist_pipeline.metrics import accuracy
 from mnist_pipeline.processed import ProcessedData, load_processed
@@ -63,7 +63,7 @@ def main() -> None:
     everything = load_params()
     params = everything.kmeans
     log.info("params: %s; %d threads", params, everything.compute.threads)
-    with use_threads(everything.compute.threads):
+    with thread_limit(everything.compute.threads):
         rows, model = sweep(load_processed(args.data, uses=("train",)), params)
     with all_or_none(args.plot, args.model) as (plot, model_path):
         write_csv(plot, rows)

@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.metrics import homogeneity_score
 
 from mnist_pipeline.config import load_params
-from mnist_pipeline.kmeans import KmeansModel, load_model, made_with, use_threads
+from mnist_pipeline.kmeans import KmeansModel, load_model, made_with, thread_limit
 from mnist_pipeline.metrics import accuracy, confusion_rows, per_class_rows
 from mnist_pipeline.processed import ProcessedData, load_processed
 from mnist_pipeline.runtime import all_or_none, path_args, run_main, write_csv, write_json
@@ -43,7 +43,7 @@ def main() -> None:
     args = path_args(__doc__, "model", "data", *outputs, outputs=outputs)
     data = load_processed(args.data, uses=("test",))
     model = load_model(args.model)
-    with use_threads(load_params().compute.threads):
+    with thread_limit(load_params().compute.threads):
         metrics, predicted = score(model, data)
         scored_with = made_with()  # the threads in force
     log.info("n_clusters %d test_accuracy %.4f", len(model.centroids), metrics["kmeans_accuracy"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import os
 import shutil
 import sys
 import tomllib
@@ -64,9 +64,11 @@ def test_setup_stops_with_one_line_when_the_lock_is_out_of_date(tmp_path):
         copy(ROOT / name, tmp_path / name)
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"tqdm>=4.66"', '"tqdm>=4.67"'))
-    # This environment stands in for the copy's .venv: with the lock out of date, uv stops
-    # before it installs anything.
-    (tmp_path / ".venv").symlink_to(BIN.parent)
+    # A stand-in .venv with this environment's Python and the lock's uv: with the lock out
+    # of date, uv stops before it installs anything (and it has nowhere to install to).
+    (tmp_path / ".venv/bin").mkdir(parents=True)
+    for name, target in (("python", sys.executable), ("uv", BIN / "uv")):
+        (tmp_path / ".venv/bin" / name).symlink_to(target)
     before = sorted(p.name for p in (BIN.parent / "lib").glob("python*/site-packages/*"))
     result = run(["bash", "scripts/setup.sh"], cwd=tmp_path, env={"UV_OFFLINE": "1"}, check=False)
     assert result.returncode == 1
@@ -77,11 +79,17 @@ def test_setup_stops_with_one_line_when_the_lock_is_out_of_date(tmp_path):
     assert sorted(p.name for p in (BIN.parent / "lib").glob("python*/site-packages/*")) == before
 
 
-def test_setup_installs_the_uv_the_lock_pins():
-    script = (ROOT / "scripts/setup.sh").read_text()
-    pattern = re.search(r"uv_version=\"\$\(sed -n '(.*)' uv.lock\)\"", script).group(1)
-    found = run(["sed", "-n", pattern, "uv.lock"], cwd=ROOT).stdout.strip()
-    assert found == locked("uv") == version("uv")
+def test_setup_reads_the_uv_the_lock_pins(tmp_path):
+    assert locked("uv") == version("uv")
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
+    shutil.copy2(LOCK, tmp_path / "uv.lock")
+    (tmp_path / ".venv/bin").mkdir(parents=True)
+    for name, target in (("python", sys.executable), ("uv", BIN / "uv")):
+        (tmp_path / ".venv/bin" / name).symlink_to(target)
+    # The stand-in .venv has the lock's uv: nothing to install (and pip could not: no index).
+    no_pip = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_CONFIG_FILE": os.devnull}
+    result = run(["bash", "scripts/setup.sh", "--uv-only"], cwd=tmp_path, env=no_pip)
+    assert result.stdout == result.stderr == ""
 
 
 def test_this_environment_is_the_lock():
@@ -191,8 +199,8 @@ def test_an_installed_version_that_is_not_the_lock_stops_the_pipeline(
     assert messages == [
         f"ERROR stages: scikit-learn 9.9.9 is installed, uv.lock pins {pinned}: go back with "
         "`bash scripts/setup.sh`, or adopt it with "
-        "`bash scripts/lock.sh --upgrade-package scikit-learn==9.9.9` "
-        "(then `dvc repro` re-runs the stages it affects)"
+        "`bash scripts/lock.sh --upgrade-package scikit-learn==9.9.9` (first change its pin, "
+        "if pyproject.toml pins it; then `dvc repro` re-runs what it affects)"
     ]
     assert tree_digest(repo_copy) == before  # versions.json and every output as they were
     # Back in the lock's environment, the pipeline goes on.

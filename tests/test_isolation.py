@@ -3,9 +3,10 @@ own params and DVC cache, and never read or write the user's."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from tests.conftest import dvc, keep_only_the_projects_dvc_config, make_repo
+from tests.conftest import BIN, ROOT, dvc, keep_only_the_projects_dvc_config, make_repo, run
 
 
 def test_a_test_repo_keeps_its_own_cache(tmp_path):
@@ -38,3 +39,14 @@ def test_global_dvc_config_does_not_reach_the_test_repos(tmp_path, monkeypatch):
     repo = make_repo(tmp_path / "repo")
     shown = dvc(repo, "cache", "dir").stdout.strip()
     assert Path(shown).resolve() == (repo / ".dvc" / "cache").resolve()
+
+
+def test_lint_passes_after_a_run_left_the_dvclive_folder(tmp_path):
+    """A run writes dvclive/; ruff must not then take the dvclive package for first-party."""
+    shutil.copy2(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    for package in ("stages", "mnist_pipeline"):
+        shutil.copytree(ROOT / package, tmp_path / package)
+    (tmp_path / "dvclive" / "plots").mkdir(parents=True)  # what train_cnn leaves
+    (tmp_path / "dvclive" / "metrics.json").write_text("{}\n")
+    result = run([str(BIN / "ruff"), "check", "--no-cache", "stages"], cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stdout

@@ -13,7 +13,7 @@ import pytest
 import torch
 from sklearn.cluster import MiniBatchKMeans
 
-from mnist_pipeline.cnn import Net, evaluate, load_checkpoint, save_checkpoint
+from mnist_pipeline.cnn import Net, device, evaluate, load_checkpoint, save_checkpoint
 from mnist_pipeline.config import CnnParams, KmeansParams, PreprocessParams
 from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.kmeans import (
@@ -124,8 +124,8 @@ def test_checkpoint_round_trip_is_reproducible(tmp_path, tiny):
 
 # The cheapest fixes first: DVC's cached copy, then re-running train_cnn alone.
 FIX_CNN = (
-    r"restore it with `dvc checkout .*\.pt` or make it again with "
-    r"`dvc repro --force --single-item train_cnn`"
+    r"restore it with `dvc checkout --force .*` or make it again with "
+    r"`dvc repro --force --single-item environment train_cnn`"
 )
 
 
@@ -133,6 +133,24 @@ def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "cnn.pt").write_bytes(b"garbage")
     with pytest.raises(PipelineError, match=FIX_CNN):
         load_checkpoint(tmp_path / "cnn.pt")
+    # Other files given as a model: said in words, in full, not cut off mid-word.
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    with zipfile.ZipFile(tmp_path / "archive.zip", "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    for name, what in [
+        ("array.npy", "not a PyTorch model file"),
+        ("archive.zip", "a zip archive, but not a PyTorch model file"),
+        (".", "a folder, not a model file"),
+    ]:
+        with pytest.raises(PipelineError, match=f": {what}.*" + FIX_CNN):
+            load_checkpoint(tmp_path / name)
+    for name, what in [
+        ("array.npy", "not an .npz model"),
+        ("archive.zip", "an .npz file, but not a model that kmeans_sweep saved"),
+        (".", "a folder, not a model file"),
+    ]:
+        with pytest.raises(PipelineError, match=f": {what}.*kmeans_sweep made$"):
+            load_model(tmp_path / name)
     # A text file given as a model: said in words, in full, not cut off mid-word.
     (tmp_path / "notes.txt").write_text("weights_only " * 100)
     with pytest.raises(PipelineError) as error:
@@ -254,6 +272,26 @@ def test_damaged_kmeans_models_are_refused_at_load(tmp_path, change, message):
     }
     np.savez(tmp_path / "km.npz", **arrays)
     with pytest.raises(
-        PipelineError, match=f"km.npz: .*{message}.*dvc repro --force --single-item kmeans_sweep"
+        PipelineError,
+        match=f"km.npz: .*{message}.*dvc repro --force --single-item environment kmeans_sweep",
     ):
         load_model(tmp_path / "km.npz")
+
+
+def test_the_device_is_chosen_by_compute_device(monkeypatch):
+    assert device("cpu") == torch.device("cpu")
+    # A machine without a usable accelerator (a CUDA build names cuda even without a GPU).
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert device("auto") == torch.device("cpu")
+    with pytest.raises(PipelineError, match="^compute.device: cuda is not available here"):
+        device("cuda")
+    with pytest.raises(PipelineError, match="set compute.device to auto or cpu$"):
+        device("mps")
+    # One with a GPU: auto takes it, and a named device that is there is given.
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device("auto") == torch.device("cuda")
+    assert device("cuda") == torch.device("cuda")
