@@ -57,13 +57,18 @@ def locked_versions(lock: Path) -> dict[str, str]:
             f"{lock} pins no {', '.join(missing)}: the project needs them; "
             "restore the file with git, or run `bash scripts/lock.sh`"
         )
-    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    running = python_minor()
     if running != python.group(1):
         raise EnvironmentProblem(
             f"this is Python {running} ({sys.executable}), {lock} is for Python "
             f"{python.group(1)}: run `{GO_BACK}`, then dvc from .venv (`source .venv/bin/activate`)"
         )
     return {"python": running} | {name: versions[name] for name in RECORDED}
+
+
+def python_minor() -> str:
+    """This Python's version as uv.lock pins it ("3.11"): the patch level changes no result."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def installed_version(name: str) -> str | None:
@@ -107,17 +112,14 @@ def cpu_model() -> str:
 
 def describe(packages: tuple[str, ...], threads: int) -> dict:
     """What made a result: the CPU and the threads used, Python and the installed versions
-    of `packages`. Nothing else (not the number of cores, which a container may change):
-    the same environment, CPU and params must give the same bytes.
-
-    Stored in the results themselves (metrics, models), so two results can be compared
-    from their files alone; the same environment, CPU and params give the same bytes.
+    of `packages`. Stored in the results themselves (models, made_with/), so two results
+    can be compared from their files alone. Nothing else (not the number of cores, which a
+    container may change, nor Python's patch level): the same environment, CPU and params
+    must give the same bytes.
     """
     return {
         "cpu": cpu_model(),
         "threads": threads,
-        # The minor version, as uv.lock pins it: the patch level changes no result, and a
-        # record that held it would give equal weights other bytes on another machine.
-        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "python": python_minor(),
         **{name: installed_version(name) or "not installed" for name in packages},
     }

@@ -117,11 +117,11 @@ def save_model(path: Path | str, model: KmeansModel) -> None:
 
 def load_model(path: Path | str) -> KmeansModel:
     """The model saved by save_model; loading never unpickles, so it never runs code."""
+    not_npz = "not an .npz model (cut short, or another kind of file)"
     if Path(path).is_dir():
         raise damaged(path, "a folder, not a model file", "kmeans_sweep")
     if Path(path).exists() and not zipfile.is_zipfile(path):  # a .npy or a text file, say
-        what = "not an .npz model (cut short, or another kind of file)"
-        raise damaged(path, what, "kmeans_sweep")
+        raise damaged(path, not_npz, "kmeans_sweep")
     try:
         with np.load(path, allow_pickle=False) as arrays:
             model = KmeansModel(
@@ -132,9 +132,8 @@ def load_model(path: Path | str) -> KmeansModel:
             )
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found; run `dvc repro kmeans_sweep` to make it") from None
-    except (zipfile.BadZipFile, EOFError):
-        what = "not an .npz model (cut short, or another kind of file)"
-        raise damaged(path, what, "kmeans_sweep") from None
+    except (zipfile.BadZipFile, EOFError):  # a zip whose members are cut short
+        raise damaged(path, not_npz, "kmeans_sweep") from None
     except KeyError as exc:
         what = f"an .npz file, but not a model that kmeans_sweep saved (no {exc})"
         raise damaged(path, what, "kmeans_sweep") from None

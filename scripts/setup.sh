@@ -21,9 +21,11 @@ minor = re.fullmatch(r"==\s*(\d+\.\d+)\.\*", lock["requires-python"].strip()).gr
 print(minor, uv)
 PY
 ) || true
-[ -n "${uv_version:-}" ] || fail "cannot read the Python version and uv's version from uv.lock" \
-  "with $python (it needs Python $(sed -n 's/^requires-python = "==\(.*\)\.\*"$/\1/p' uv.lock));" \
-  "set PYTHON=/path/to/python$(sed -n 's/^requires-python = "==\(.*\)\.\*"$/\1/p' uv.lock)"
+if [ -z "${uv_version:-}" ]; then
+  needed="$(sed -n 's/^requires-python = "==\(.*\)\.\*"$/\1/p' uv.lock)"
+  fail "cannot read the Python version and uv's version from uv.lock with $python" \
+    "(it needs Python $needed); set PYTHON=/path/to/python$needed"
+fi
 is_minor() { "$1" -c "import sys; sys.exit(f'{sys.version_info[0]}.{sys.version_info[1]}' != '$minor')" 2>/dev/null; }
 is_minor "$python" || fail "uv.lock is for Python $minor, $python is not it; set PYTHON=/path/to/python$minor"
 if [ -e .venv ] && ! is_minor .venv/bin/python; then

@@ -4,7 +4,7 @@ Reads: --model (models/cnn.pt), --data (data/processed/cnn); params cnn.test_bat
 compute.threads (it evaluates on the CPU).
 Writes: --metrics (metrics/cnn.json: test loss and accuracy);
 --made-with (made_with/evaluate_cnn.json: what trained the model and what scored it, each
-as package versions, CPU, cores and torch threads; beside the metrics, not among them, so
+as package versions, CPU, torch threads and device; beside the metrics, not among them, so
 that `dvc metrics show` stays narrow);
 --per-class (plots/cnn/per_class.csv: accuracy within each class);
 --confusion (plots/cnn/confusion.csv: actual and predicted class of each test image);

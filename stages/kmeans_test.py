@@ -6,7 +6,7 @@ Writes: --metrics (metrics/kmeans.json: the test accuracy, as kmeans_accuracy: a
 other metrics file uses keeps `dvc exp show` narrow; the cluster count tested is the param
 kmeans.test_clusters, which `dvc exp show` lists);
 --made-with (made_with/kmeans_test.json: what fitted the model and what scored it, each
-as package versions, CPU, cores and threads);
+as package versions, CPU and threads);
 --per-class (plots/kmeans/per_class.csv: accuracy within each class);
 --confusion (plots/kmeans/confusion.csv: actual and predicted class of each test image).
 """

@@ -41,36 +41,48 @@ def locked(name: str, lock: Path = LOCK) -> str:
     return next(p["version"] for p in packages if p["name"] == name)
 
 
+def copy_of(tmp_path: Path, *names: str) -> Path:
+    """The project's files and folders `names`, copied into tmp_path."""
+    for name in names:
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+        copy(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def edit_pyproject_without_locking(project: Path) -> None:
+    # Still satisfied by the locked tqdm, but the lock records the requirement itself.
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text()
+    assert '"tqdm>=4.66"' in text
+    pyproject.write_text(text.replace('"tqdm>=4.66"', '"tqdm>=4.67"'))
+
+
+def stand_in_venv(project: Path) -> None:
+    """A .venv with this environment's Python and the lock's uv, and nothing to install to."""
+    (project / ".venv/bin").mkdir(parents=True)
+    for name, target in (("python", sys.executable), ("uv", BIN / "uv")):
+        (project / ".venv/bin" / name).symlink_to(target)
+
+
 def test_the_lock_matches_pyproject():
     uv(ROOT, "lock", "--check")
 
 
 def test_a_pyproject_edit_without_a_new_lock_is_caught(tmp_path):
-    for name in ("pyproject.toml", "uv.lock", "README.md"):
-        shutil.copy2(ROOT / name, tmp_path / name)
-    pyproject = tmp_path / "pyproject.toml"
-    # Still satisfied by the locked tqdm, but the lock records the requirement itself.
-    text = pyproject.read_text()
-    assert '"tqdm>=4.66"' in text
-    pyproject.write_text(text.replace('"tqdm>=4.66"', '"tqdm>=4.67"'))
-    result = uv(tmp_path, "lock", "--check", check=False)
+    project = copy_of(tmp_path, "pyproject.toml", "uv.lock", "README.md")
+    edit_pyproject_without_locking(project)
+    result = uv(project, "lock", "--check", check=False)
     assert result.returncode != 0
     assert "needs to be updated" in result.stderr
 
 
 def test_setup_stops_with_one_line_when_the_lock_is_out_of_date(tmp_path):
-    for name in ("pyproject.toml", "uv.lock", "README.md", "scripts"):
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
-        copy(ROOT / name, tmp_path / name)
-    pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace('"tqdm>=4.66"', '"tqdm>=4.67"'))
-    # A stand-in .venv with this environment's Python and the lock's uv: with the lock out
-    # of date, uv stops before it installs anything (and it has nowhere to install to).
-    (tmp_path / ".venv/bin").mkdir(parents=True)
-    for name, target in (("python", sys.executable), ("uv", BIN / "uv")):
-        (tmp_path / ".venv/bin" / name).symlink_to(target)
+    project = copy_of(tmp_path, "pyproject.toml", "uv.lock", "README.md", "scripts")
+    edit_pyproject_without_locking(project)
+    # With the lock out of date, uv stops before it installs anything.
+    stand_in_venv(project)
     before = sorted(p.name for p in (BIN.parent / "lib").glob("python*/site-packages/*"))
-    result = run(["bash", "scripts/setup.sh"], cwd=tmp_path, env={"UV_OFFLINE": "1"}, check=False)
+    result = run(["bash", "scripts/setup.sh"], cwd=project, env={"UV_OFFLINE": "1"}, check=False)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "setup: error: uv.lock does not match pyproject.toml; run `bash scripts/lock.sh` "
@@ -81,14 +93,11 @@ def test_setup_stops_with_one_line_when_the_lock_is_out_of_date(tmp_path):
 
 def test_setup_reads_the_uv_the_lock_pins(tmp_path):
     assert locked("uv") == version("uv")
-    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
-    shutil.copy2(LOCK, tmp_path / "uv.lock")
-    (tmp_path / ".venv/bin").mkdir(parents=True)
-    for name, target in (("python", sys.executable), ("uv", BIN / "uv")):
-        (tmp_path / ".venv/bin" / name).symlink_to(target)
+    project = copy_of(tmp_path, "scripts", "uv.lock")
+    stand_in_venv(project)
     # The stand-in .venv has the lock's uv: nothing to install (and pip could not: no index).
     no_pip = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_CONFIG_FILE": os.devnull}
-    result = run(["bash", "scripts/setup.sh", "--uv-only"], cwd=tmp_path, env=no_pip)
+    result = run(["bash", "scripts/setup.sh", "--uv-only"], cwd=project, env=no_pip)
     assert result.stdout == result.stderr == ""
 
 
