@@ -111,9 +111,10 @@ def cnn_notebook(spec: dict) -> dict:
 def _project(spec: dict, model: str):
     """The project copy's params, and its processed data cut to the first n_train images."""
     from mnist_pipeline.config import load_params
-    from mnist_pipeline.processed import load_processed
+    from mnist_pipeline.processed import CNN_IMAGE, FLAT_IMAGE, load_processed
 
-    data = load_processed(Path(spec["project"], "data/processed", model))
+    image = CNN_IMAGE if model == "cnn" else FLAT_IMAGE
+    data = load_processed(Path(spec["project"], "data/processed", model), image)
     n = spec["n_train"]
     data = dataclasses.replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])
     return load_params(Path(spec["project"], "params.yaml")), data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
@@ -16,6 +17,7 @@ from torch import nn
 
 from mnist_pipeline.config import CnnParams
 from mnist_pipeline.environment import describe
+from mnist_pipeline.processed import meta_problem
 from mnist_pipeline.runtime import PipelineError, atomic_path, damaged
 
 
@@ -112,24 +114,27 @@ def save_checkpoint(
         "meta": meta,
         "made_with": made_with or {},
     }
-    checkpoint["digest"] = weights_digest(state)
+    checkpoint["digest"] = digest(state, meta)
     torch.save(checkpoint, buffer)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
 
 
-def weights_digest(state: dict[str, torch.Tensor]) -> str:
-    """sha256 of every tensor's name, dtype, shape and bytes, in name order.
+def digest(state: dict[str, torch.Tensor], meta: dict) -> str:
+    """sha256 of every tensor's name, dtype, shape and bytes, in name order, then of `meta`
+    as sorted JSON.
 
     Stored with the weights: a flipped bit in a weight otherwise loads without complaint
-    and gives a plausible-looking, wrong accuracy. The whole network is 88 KB.
+    and gives a plausible-looking, wrong accuracy, and a changed mean or class name a wrong
+    answer. The whole network is 88 KB.
     """
-    digest = hashlib.sha256()
+    sha = hashlib.sha256()
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()
+        sha.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        sha.update(tensor.numpy().tobytes())
+    sha.update(json.dumps(meta, sort_keys=True).encode())
+    return sha.hexdigest()
 
 
 def _holds_a_pickle(path: Path | str) -> bool:
@@ -151,7 +156,7 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(checkpoint["state_dict"])
-        params, meta, digest = checkpoint["params"], checkpoint["meta"], checkpoint["digest"]
+        params, meta, saved_digest = checkpoint["params"], checkpoint["meta"], checkpoint["digest"]
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found; run `dvc repro train_cnn` to make it") from None
     # A damaged file fails inside torch.load in many ways: EOFError (empty file),
@@ -169,7 +174,10 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         else:
             what = f"a PyTorch model file damaged inside ({type(exc).__name__})"
         raise damaged(path, what, "train_cnn") from None
-    if digest != weights_digest(checkpoint["state_dict"]):
-        what = "its weights do not match the digest saved with them, so the file is damaged"
+    problem = meta_problem(meta, n_classes=model.fc2.out_features)
+    if problem:
+        raise damaged(path, f"its {problem}, so the file is damaged", "train_cnn")
+    if saved_digest != digest(checkpoint["state_dict"], meta):
+        what = "its weights or meta do not match the digest saved with them, so it is damaged"
         raise damaged(path, what, "train_cnn")
     return Checkpoint(model, params, meta, checkpoint.get("made_with", {}))

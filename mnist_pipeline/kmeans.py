@@ -115,6 +115,23 @@ def save_model(path: Path | str, model: KmeansModel) -> None:
         )
 
 
+# The most centroids a model the pipeline made can have: kmeans.n_clusters allows no more
+# (mnist_pipeline.config). 2,048 already take plot_centroids about 3 s and 1.1 GB; a file
+# declaring 10 million asked numpy for 29 GiB before anything was checked.
+MAX_CENTROIDS = 2048
+MAX_CLASSES = 100  # the data sets have 10
+MAX_TEXT = 65_536  # characters in a class name or the made_with record
+
+# Each member's allowed (kind, shape) before it is read: dtype kinds as numpy.dtype.kind,
+# None for a length checked against MAX_CENTROIDS or MAX_CLASSES.
+_MEMBERS = {
+    "centroids": ("f", ("k", 28 * 28)),
+    "cluster_labels": ("iu", ("k",)),
+    "classes": ("U", ("c",)),
+    "made_with": ("U", ()),
+}
+
+
 def load_model(path: Path | str) -> KmeansModel:
     """The model saved by save_model; loading never unpickles, so it never runs code."""
     not_npz = "not an .npz model (cut short, or another kind of file)"
@@ -123,6 +140,9 @@ def load_model(path: Path | str) -> KmeansModel:
     if Path(path).exists() and not zipfile.is_zipfile(path):  # a .npy or a text file, say
         raise damaged(path, not_npz, "kmeans_sweep")
     try:
+        problem = _declared_problem(path)
+        if problem:
+            raise damaged(path, f"{problem}, so the file is damaged", "kmeans_sweep")
         with np.load(path, allow_pickle=False) as arrays:
             model = KmeansModel(
                 centroids=arrays["centroids"],
@@ -146,6 +166,48 @@ def load_model(path: Path | str) -> KmeansModel:
     return model
 
 
+def _declared_problem(path: Path | str) -> str | None:
+    """What the arrays' headers declare that no model of the pipeline can be, read before
+    any array is allocated: a header may claim billions of centroids in a file of bytes."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if name not in _MEMBERS:
+                continue
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(member)
+            problem = _shape_problem(name, shape, dtype)
+            if problem:
+                return problem
+    return None
+
+
+def _shape_problem(name: str, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+    kinds, allowed = _MEMBERS[name]
+    limits = {"k": MAX_CENTROIDS, "c": MAX_CLASSES}
+    fits = len(shape) == len(allowed) and all(
+        1 <= size <= limits[want] if isinstance(want, str) else size == want
+        for size, want in zip(shape, allowed, strict=False)
+    )
+    if dtype.kind not in kinds or (dtype.kind == "U" and dtype.itemsize // 4 > MAX_TEXT):
+        return f"{name} is declared as {dtype}, which a model of the pipeline never holds"
+    if not fits:
+        what = {
+            "centroids": f"(k, {28 * 28}) with k from 1 to {MAX_CENTROIDS}",
+            "cluster_labels": f"(k,) with k from 1 to {MAX_CENTROIDS}",
+            "classes": f"(c,) with c from 1 to {MAX_CLASSES}",
+            "made_with": "() (one text)",
+        }[name]
+        return f"{name} is declared with shape {shape}, not {what}"
+    return None
+
+
 def _problem(model: KmeansModel) -> str | None:
     """What makes a loaded model unusable (it would crash or draw garbage), if anything."""
     centroids, labels = model.centroids, model.cluster_labels
@@ -155,6 +217,9 @@ def _problem(model: KmeansModel) -> str | None:
         return f"cluster_labels are {labels.dtype} {labels.shape}, not {len(centroids)} integers"
     if labels.min() < 0 or labels.max() >= len(model.classes):
         return f"a cluster label is outside 0-{len(model.classes) - 1}"
+    unprintable = [c for c in model.classes if not c.isprintable()]
+    if unprintable:
+        return f"class name {unprintable[0]!r} holds control characters"
     if not np.isfinite(centroids).all():
         return "centroids hold NaN or infinite values"
     return None

@@ -19,7 +19,12 @@ import numpy as np
 from mnist_pipeline.runtime import PipelineError, atomic_path, write_json
 
 ARRAYS = ("train_x", "train_y", "test_x", "test_y")
-PIXELS = 28 * 28
+# The shape of one image in each folder: channels, height, width for torch's conv2d in
+# data/processed/cnn, one row of pixels for k-means in data/processed/kmeans.
+CNN_IMAGE = (1, 28, 28)
+FLAT_IMAGE = (28 * 28,)
+MAX_CLASSES = 100  # the data sets have 10
+MAX_NAME = 100  # characters in a data set's or a class's name
 
 
 @dataclass(frozen=True)
@@ -67,17 +72,23 @@ def save_processed(path: Path | str, data: ProcessedData) -> None:
         write_json(tmp / "meta.json", data.meta())
 
 
-def load_processed(path: Path | str, uses: Collection[str] = ("train", "test")) -> ProcessedData:
+def load_processed(
+    path: Path | str, image: tuple[int, ...], uses: Collection[str] = ("train", "test")
+) -> ProcessedData:
     """The folder's arrays, memory-mapped; a missing or damaged file is a PipelineError.
 
-    Shapes and labels are checked for both splits; the features of the splits the caller
-    `uses` are checked for NaN and infinity. That reads them whole: 0.08-0.1 s for a
+    `image` is the shape of one image the caller computes with (CNN_IMAGE or FLAT_IMAGE).
+    Shapes, meta.json and labels are checked for both splits; the features of the splits the
+    caller `uses` are checked for NaN and infinity. That reads them whole: 0.08-0.1 s for a
     full-size folder, and 180 MiB of peak RSS for training images a stage never reads.
     """
     path = Path(path)
     arrays = {name: _load(path / f"{name}.npy") for name in ARRAYS}
     try:
         meta = json.loads((path / "meta.json").read_text())
+        problem = meta_problem(meta)
+        if problem:
+            raise ValueError(problem)
         data = ProcessedData(
             **arrays,
             classes=tuple(meta["classes"]),
@@ -91,17 +102,59 @@ def load_processed(path: Path | str, uses: Collection[str] = ("train", "test")) 
             f"{path / 'meta.json'}: cannot read ({exc}); re-run preprocess"
         ) from None
     for split in ("train", "test"):
-        _check(path, split, data, finite=split in uses)
+        _check(path, split, data, image, finite=split in uses)
     return data
 
 
-def _check(path: Path, split: str, data: ProcessedData, finite: bool) -> None:
+def meta_problem(meta: object, n_classes: int | None = None) -> str | None:
+    """What makes `meta` (ProcessedData.meta(), as meta.json or a model holds it) unusable,
+    if anything: a later stage or the predict command would crash on it, print a terminal
+    escape from it, or compute with a scaling preprocess never makes."""
+    keys = {"dataset", "classes", "mean", "std"}  # and "preparation", since models record it
+    if not isinstance(meta, dict) or set(meta) - {"preparation"} != keys:
+        found = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
+        return f"meta holds {found}, not the keys {sorted(keys | {'preparation'})}"
+    classes, dataset = meta["classes"], meta["dataset"]
+    if not _is_name(dataset):
+        return f"the data set's name {dataset!r} is not a short line of text"
+    if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_CLASSES:
+        return f"classes are {type(classes).__name__}, not a list of 1-{MAX_CLASSES} names"
+    if n_classes is not None and len(classes) != n_classes:
+        return f"{len(classes)} class names for a model of {n_classes} classes"
+    bad = next((c for c in classes if not _is_name(c)), None)
+    if bad is not None:
+        return f"class name {bad!r} is not a short line of text"
+    for key, low, high in (("mean", 0.0, 1.0), ("std", 0.001, 1.0)):  # PreprocessParams'
+        value = meta[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"{key} is {type(value).__name__} {value!r}, not a number"
+        if not low <= value <= high:  # NaN fails this too
+            return f"{key} {value!r} is outside [{low}, {high}]"
+    rule = meta.get("preparation", {"subject": "digit", "box": 20, "center": "mass"})
+    fields = {"subject": str, "box": int, "center": str}
+    if not isinstance(rule, dict) or set(rule) != set(fields):
+        return f"preparation is {rule!r}, not a mapping of {', '.join(fields)}"
+    if not all(type(rule[k]) is kind for k, kind in fields.items()) or not _is_name(
+        rule["subject"]
+    ):
+        return f"preparation {rule!r} holds values of the wrong kind"
+    return None
+
+
+def _is_name(value: object) -> bool:
+    """Printable text (no terminal escapes, no line breaks) of 1 to MAX_NAME characters."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME and value.isprintable()
+
+
+def _check(
+    path: Path, split: str, data: ProcessedData, image: tuple[int, ...], finite: bool
+) -> None:
     """Refuse arrays that would give wrong numbers or a crash later: mismatched shapes,
     labels that name no class, non-finite features."""
     x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
     problem = None
-    if x.dtype != np.float32 or x.ndim < 2 or np.prod(x.shape[1:]) != PIXELS:
-        problem = f"{split}_x is {x.dtype} {x.shape}, not float32 images of 28x28"
+    if x.dtype != np.float32 or x.shape[1:] != image:
+        problem = f"{split}_x is {x.dtype} {x.shape}, not float32 images of shape {image}"
     elif y.dtype != np.int64 or y.shape != (len(x),):
         problem = f"{split}_y is {y.dtype} {y.shape}, not {len(x)} int64 labels"
     elif len(y) and (y.min() < 0 or y.max() >= len(data.classes)):

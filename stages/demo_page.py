@@ -23,7 +23,7 @@ import numpy as np
 from mnist_pipeline.cnn import Net, load_checkpoint
 from mnist_pipeline.datasets import preparation_of
 from mnist_pipeline.kmeans import KmeansModel, load_model
-from mnist_pipeline.processed import ProcessedData, load_processed
+from mnist_pipeline.processed import FLAT_IMAGE, ProcessedData, load_processed
 from mnist_pipeline.runtime import atomic_path, path_args, run_main
 
 log = logging.getLogger("stages.demo_page")
@@ -64,8 +64,9 @@ def page_data(cnn: Net, meta: dict, kmeans: KmeansModel, test: ProcessedData) ->
 
 def build_page(data: dict) -> str:
     """The template with the script and the data inlined."""
-    # "</" inside a <script> would end it early: JSON allows writing "/" as "\/".
-    blob = json.dumps(data, separators=(",", ":"), sort_keys=True).replace("</", "<\\/")
+    # Inside a <script>, "</script" ends it and "<!--" can swallow the page's own script:
+    # JSON has "<" only inside strings, where "\u003c" means the same and parses as nothing.
+    blob = json.dumps(data, separators=(",", ":"), sort_keys=True).replace("<", "\\u003c")
     return (
         TEMPLATE.read_text(encoding="utf-8")
         .replace("/*SCRIPT*/", SCRIPT.read_text(encoding="utf-8"))
@@ -77,9 +78,8 @@ def main() -> None:
     args = path_args(__doc__, "cnn", "kmeans", "data", "out", outputs=("out",))
     checkpoint = load_checkpoint(args.cnn)
     cnn, meta = checkpoint.model, checkpoint.meta
-    page = build_page(
-        page_data(cnn, meta, load_model(args.kmeans), load_processed(args.data, uses=("test",)))
-    )
+    test = load_processed(args.data, FLAT_IMAGE, uses=("test",))
+    page = build_page(page_data(cnn, meta, load_model(args.kmeans), test))
     with atomic_path(args.out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     log.info("%s: %d bytes, data set %s", args.out, len(page.encode("utf-8")), meta["dataset"])

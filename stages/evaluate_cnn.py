@@ -23,7 +23,7 @@ from mnist_pipeline.cnn import Net, evaluate, load_checkpoint, made_with, use_th
 from mnist_pipeline.config import check_batch_size, load_params
 from mnist_pipeline.figures import image_grid
 from mnist_pipeline.metrics import accuracy, confusion_rows, per_class_rows
-from mnist_pipeline.processed import ProcessedData, load_processed
+from mnist_pipeline.processed import CNN_IMAGE, ProcessedData, load_processed
 from mnist_pipeline.runtime import all_or_none, path_args, run_main, write_csv, write_json
 
 log = logging.getLogger("stages.evaluate_cnn")
@@ -75,7 +75,7 @@ def main() -> None:
     checkpoint = load_checkpoint(args.model)
     model = checkpoint.model
     log.info("model trained with %s", checkpoint.params)
-    data = load_processed(args.data, uses=("test",))
+    data = load_processed(args.data, CNN_IMAGE, uses=("test",))
     check_batch_size("cnn.test_batch_size", params.test_batch_size, len(data.test_y), "test images")
     metrics, predicted = score(model, data, params.test_batch_size)
     log.info("test_loss %.4f test_accuracy %.4f", metrics["test_loss"], metrics["test_accuracy"])

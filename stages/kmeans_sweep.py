@@ -25,7 +25,7 @@ from mnist_pipeline.kmeans import (
     thread_limit,
 )
 from mnist_pipeline.metrics import accuracy
-from mnist_pipeline.processed import ProcessedData, load_processed
+from mnist_pipeline.processed import FLAT_IMAGE, ProcessedData, load_processed
 from mnist_pipeline.runtime import all_or_none, path_args, progress, run_main, write_csv
 
 log = logging.getLogger("stages.kmeans_sweep")
@@ -64,7 +64,7 @@ def main() -> None:
     params = everything.kmeans
     log.info("params: %s; %d threads", params, everything.compute.threads)
     with thread_limit(everything.compute.threads):
-        rows, model = sweep(load_processed(args.data, uses=("train",)), params)
+        rows, model = sweep(load_processed(args.data, FLAT_IMAGE, uses=("train",)), params)
     with all_or_none(args.plot, args.model) as (plot, model_path):
         write_csv(plot, rows)
         save_model(model_path, model)

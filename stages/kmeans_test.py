@@ -21,8 +21,15 @@ from sklearn.metrics import homogeneity_score
 from mnist_pipeline.config import load_params
 from mnist_pipeline.kmeans import KmeansModel, load_model, made_with, thread_limit
 from mnist_pipeline.metrics import accuracy, confusion_rows, per_class_rows
-from mnist_pipeline.processed import ProcessedData, load_processed
-from mnist_pipeline.runtime import all_or_none, path_args, run_main, write_csv, write_json
+from mnist_pipeline.processed import FLAT_IMAGE, ProcessedData, load_processed
+from mnist_pipeline.runtime import (
+    all_or_none,
+    damaged,
+    path_args,
+    run_main,
+    write_csv,
+    write_json,
+)
 
 log = logging.getLogger("stages.kmeans_test")
 
@@ -41,8 +48,14 @@ def score(model: KmeansModel, data: ProcessedData) -> tuple[dict, np.ndarray]:
 def main() -> None:
     outputs = ("metrics", "made-with", "per-class", "confusion")
     args = path_args(__doc__, "model", "data", *outputs, outputs=outputs)
-    data = load_processed(args.data, uses=("test",))
+    data = load_processed(args.data, FLAT_IMAGE, uses=("test",))
     model = load_model(args.model)
+    if len(model.centroids) > len(data.train_y):  # kmeans.fit refuses to make such a model
+        what = (
+            f"{len(model.centroids)} centroids, more than the {len(data.train_y)} training "
+            f"images in {args.data} that k-means fits them to"
+        )
+        raise damaged(args.model, what, "kmeans_sweep")
     with thread_limit(load_params().compute.threads):
         metrics, predicted = score(model, data)
         scored_with = made_with()  # the threads in force

@@ -33,7 +33,7 @@ from scmrepo.exceptions import SCMError
 from mnist_pipeline.cnn import Net, device, evaluate, made_with, save_checkpoint, use_threads
 from mnist_pipeline.config import CnnParams, check_batch_size, load_params
 from mnist_pipeline.metrics import accuracy
-from mnist_pipeline.processed import ProcessedData, load_processed
+from mnist_pipeline.processed import CNN_IMAGE, ProcessedData, load_processed
 from mnist_pipeline.runtime import PipelineError, path_args, progress, run_main
 
 log = logging.getLogger("stages.train_cnn")
@@ -171,7 +171,7 @@ def main() -> None:
     use_threads(compute.threads)
     dev = device(compute.device)
     log.info("params: %s; device %s, %d threads", params, dev, torch.get_num_threads())
-    data = load_processed(args.data)
+    data = load_processed(args.data, CNN_IMAGE)
     # dvc.yaml declares these outputs itself (dvcyaml=False): a stage restored from the
     # run-cache never runs this code. No report page, no experiment commits of its own.
     try:

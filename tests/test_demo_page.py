@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import html
 import io
 import json
 import re
@@ -30,10 +31,16 @@ from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.digits import prepare
 from mnist_pipeline.kmeans import KmeansModel
 from mnist_pipeline.predict import Models, predict_files
-from mnist_pipeline.processed import ProcessedData, load_processed
+from mnist_pipeline.processed import CNN_IMAGE, FLAT_IMAGE, ProcessedData, load_processed
 from stages.demo_page import N_TEST_IMAGES, build_page, page_data
 from tests.conftest import ROOT, run
-from tests.test_plots_browser import ARTIFACTS, instrumented_copy, page_report, screenshot
+from tests.test_plots_browser import (
+    ARTIFACTS,
+    chromium,
+    instrumented_copy,
+    page_report,
+    screenshot,
+)
 from tests.test_predict import boot, rgba, seven
 
 MAX_PAGE_BYTES = 2_000_000
@@ -160,6 +167,31 @@ window.addEventListener("error", function (event) { window.__demoErrors.push(eve
 """
 
 
+HOSTILE_NAMES = ["<!--<script>", "</script><b>bold</b>", "&amp;", *"3456789"]
+
+
+def test_no_class_name_changes_how_the_page_parses(chromium_binary, tmp_path):
+    # "<!--<script>" in a <script> element swallowed the page's own script: a blank page.
+    classes = tuple(HOSTILE_NAMES)
+    meta = {"dataset": "mnist", "classes": list(classes), "mean": 0.1307, "std": 0.3081}
+    rng = np.random.default_rng(0)
+    kmeans = KmeansModel(rng.random((16, 784), dtype=np.float32), np.arange(16) % 10, classes)
+    images = rng.random((20, 784), dtype=np.float32)
+    labels = np.arange(20) % 10
+    test = ProcessedData(images[:0], labels[:0], images, labels, classes, "mnist", 0.0, 1.0, {})
+    page = build_page(page_data(Net(), meta, kmeans, test))
+    blob = re.search(r'<script id="data"[^>]*>(.*?)</script>', page, re.S).group(1)
+    assert json.loads(blob)["classes"] == HOSTILE_NAMES
+    (tmp_path / "index.html").write_text(page, encoding="utf-8")
+    dom = chromium(
+        chromium_binary, "--dump-dom", (tmp_path / "index.html").as_uri(), profile=tmp_path / "p"
+    )
+    # The script ran (it writes the heading) and showed each name as text, not markup.
+    assert '<h1 id="heading">Draw a digit</h1>' in dom
+    for name in HOSTILE_NAMES[:3]:
+        assert f">{html.escape(name, quote=False)}<" in dom, name
+
+
 def sample_pictures() -> list[np.ndarray]:
     """RGBA pictures of a 7 (square, wide, tall, light on dark, tinted, JPEG-compressed) and
     of a boot, whose centre of mass is far from its box's."""
@@ -218,8 +250,8 @@ def test_demo_page_answers_like_the_models_offline(
     report = page_report(chromium_binary, copy, "demo-check", tmp_path / "profile")
 
     # Every embedded test image: the page's CNN and k-means against PyTorch and Python.
-    cnn_data = load_processed(reproduced_repo / "data/processed/cnn")
-    km_data = load_processed(reproduced_repo / "data/processed/kmeans")
+    cnn_data = load_processed(reproduced_repo / "data/processed/cnn", CNN_IMAGE)
+    km_data = load_processed(reproduced_repo / "data/processed/kmeans", FLAT_IMAGE)
     models = Models(cnn_path, reproduced_repo / "models/kmeans.npz")
     # The page prepares the way the model's meta says, and says what to draw.
     rule = models.preparation

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
-from mnist_pipeline import runtime
-from mnist_pipeline.config import PreprocessParams
+from mnist_pipeline import predict, runtime
+from mnist_pipeline.cnn import Net, load_checkpoint, save_checkpoint
+from mnist_pipeline.config import CnnParams, PreprocessParams
 from mnist_pipeline.datasets import get_dataset
-from mnist_pipeline.processed import load_processed, save_processed
+from mnist_pipeline.kmeans import MAX_CENTROIDS, KmeansModel, load_model, save_model
+from mnist_pipeline.processed import CNN_IMAGE, load_processed, save_processed
 from mnist_pipeline.runtime import PipelineError, atomic_path, run_main, write_json
-from stages import kmeans_sweep, train_cnn
+from stages import kmeans_sweep, kmeans_test, plot_centroids, train_cnn
 from stages.preprocess import preprocess
 from tests.conftest import (
     BIN,
@@ -35,6 +41,9 @@ from tests.conftest import (
     wait_until,
     write_params,
 )
+
+CLASSES = tuple(str(d) for d in range(10))
+CNN_PARAMS = CnnParams(1, 1, 64, 1000, 0.01, 0.5, 10)
 
 
 def stage_errors(
@@ -252,17 +261,17 @@ def test_processed_arrays_are_checked_where_cheap(tiny_folders):
     labels[3] = 127
     np.save(folder / "test_y.npy", labels)
     with pytest.raises(PipelineError, match="label 127, outside 0-9.*re-run preprocess"):
-        load_processed(folder)
+        load_processed(folder, CNN_IMAGE)
     np.save(folder / "test_y.npy", labels % 10)
     images = np.load(folder / "test_x.npy")
     images[5, 0, 3, 3] = np.nan
     np.save(folder / "test_x.npy", images)
     with pytest.raises(PipelineError, match="test_x holds NaN or infinite values"):
-        load_processed(folder)
-    load_processed(folder, uses=("train",))  # a stage that never reads test_x need not pay
+        load_processed(folder, CNN_IMAGE)
+    load_processed(folder, CNN_IMAGE, uses=("train",))  # a stage that never reads test_x
     np.save(folder / "test_x.npy", images[:10])
     with pytest.raises(PipelineError, match="test_y is int64 \\(200,\\), not 10 int64 labels"):
-        load_processed(folder)
+        load_processed(folder, CNN_IMAGE)
 
 
 def stage_processes(module: str, cwd: Path) -> list[int]:
@@ -306,3 +315,165 @@ def test_kill_9_of_dvc_stops_the_stage_it_ran(tmp_path, mirror_env, shell):
     assert not (repo / "models/cnn.pt").exists()
     status = git(repo, "status", "--porcelain", "--untracked-files=all").stdout
     assert not [line for line in status.splitlines() if "dvclive" in line or ".tmp" in line]
+
+
+# Model and data files that no run of the pipeline makes: each is refused at load, before
+# anything is allocated from what it declares, with the one-line "damaged" message.
+
+NOTEBOOK_META = {
+    "dataset": "mnist",
+    "classes": [str(d) for d in range(10)],
+    "mean": 0.1307,
+    "std": 0.3081,
+    "preparation": {"subject": "digit", "box": 20, "center": "mass"},
+}
+
+
+def npz_declaring(path: Path, shape: tuple[int, ...]) -> Path:
+    """A k-means model whose centroids.npy header declares `shape` and holds no data: a few
+    hundred bytes on disk that np.load would allocate whole before finding them short."""
+    save_model(path, KmeansModel(np.zeros((16, 784), np.float32), np.arange(16) % 10, CLASSES))
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": shape}
+    )
+    with zipfile.ZipFile(path) as old:
+        members = {name: old.read(name) for name in old.namelist()}
+    members["centroids.npy"] = header.getvalue()
+    with zipfile.ZipFile(path, "w") as new:
+        for name, data in members.items():
+            new.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((10_000_000, 784), "\\(10000000, 784\\), not \\(k, 784\\)"),
+        ((MAX_CENTROIDS + 1, 784), f"not \\(k, 784\\) with k from 1 to {MAX_CENTROIDS}"),
+        ((16, 783), "\\(16, 783\\)"),
+    ],
+    ids=["ten-million", "more-than-the-sweep-allows", "pixels"],
+)
+def test_kmeans_shapes_are_checked_before_anything_is_allocated(tmp_path, shape, message):
+    model = npz_declaring(tmp_path / "km.npz", shape)
+    assert model.stat().st_size < 10_000
+    declared = f"km.npz: centroids is declared with shape .*{message}.*damaged"
+    with pytest.raises(PipelineError, match=declared):
+        load_model(model)
+
+
+def test_kmeans_stages_and_predict_call_a_huge_declared_model_damaged(
+    tiny_folders, caplog, monkeypatch, capsys
+):
+    model = npz_declaring(tiny_folders / "models/kmeans.npz", (10_000_000, 784))
+    outputs = ["--metrics", "m.json", "--made-with", "w.json", "--per-class", "p.csv"]
+    argv = ["--model", str(model), "--data", "data/processed/kmeans", *outputs]
+    code, errors = stage_errors(
+        caplog, kmeans_test.main, [*argv, "--confusion", "c.csv"], monkeypatch
+    )
+    assert code == 1
+    assert_one_line(errors, "centroids is declared with shape (10000000, 784)", "kmeans_sweep")
+    code, errors = stage_errors(
+        caplog, plot_centroids.main, ["--model", str(model), "--out", "c.png"], monkeypatch
+    )
+    assert code == 1
+    assert_one_line(errors, "centroids is declared with shape (10000000, 784)")
+    torch.manual_seed(0)
+    save_checkpoint(tiny_folders / "cnn.pt", Net(), CNN_PARAMS, NOTEBOOK_META)
+    picture = tiny_folders / "seven.png"
+    Image.new("L", (40, 40), 255).save(picture)
+    capsys.readouterr()
+    assert predict.main([str(picture), "--cnn", "cnn.pt", "--kmeans", str(model)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and "declared with shape (10000000, 784)" in line
+    assert sorted(p.name for p in tiny_folders.iterdir() if p.suffix in (".json", ".csv")) == []
+
+
+def test_a_model_with_more_centroids_than_training_images_is_damaged(
+    tiny_folders, caplog, monkeypatch
+):
+    n_train = len(np.load(tiny_folders / "data/processed/kmeans/train_y.npy"))
+    k = n_train + 1
+    assert k <= MAX_CENTROIDS  # loadable: only the data tells it from a real model
+    centroids = np.random.default_rng(0).random((k, 784), dtype=np.float32)
+    save_model("km.npz", KmeansModel(centroids, np.arange(k) % 10, CLASSES))
+    argv = ["--model", "km.npz", "--data", "data/processed/kmeans", "--metrics", "m.json"]
+    argv += ["--made-with", "w.json", "--per-class", "p.csv", "--confusion", "c.csv"]
+    code, errors = stage_errors(caplog, kmeans_test.main, argv, monkeypatch)
+    assert code == 1
+    assert_one_line(errors, f"{k} centroids, more than the {n_train} training images")
+    assert not Path("m.json").exists()
+
+
+def test_class_names_with_terminal_escapes_are_refused(tmp_path):
+    names = [*CLASSES[:9], "\x1b]0;pwned\x07\x1b[2J"]
+    save_model(
+        tmp_path / "km.npz",
+        KmeansModel(np.zeros((16, 784), np.float32), np.arange(16) % 10, tuple(names)),
+    )
+    with pytest.raises(PipelineError, match="class name .*control characters.*damaged"):
+        load_model(tmp_path / "km.npz")
+    save_checkpoint(tmp_path / "cnn.pt", Net(), CNN_PARAMS, {**NOTEBOOK_META, "classes": names})
+    with pytest.raises(PipelineError, match="class name .* is not a short line of text.*damaged"):
+        load_checkpoint(tmp_path / "cnn.pt")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"classes": ["0", "1", "2"]}, "3 class names for a model of 10 classes"),
+        ({"mean": None}, "mean is NoneType None, not a number"),
+        ({"std": float("nan")}, "std nan is outside"),
+        ({"preparation": {"subject": "digit", "box": "20", "center": "mass"}}, "prep.* wrong kind"),
+    ],
+    ids=["three-classes", "no-mean", "nan-std", "preparation"],
+)
+def test_a_model_meta_no_stage_writes_is_refused_at_load(tmp_path, change, message):
+    meta = {**NOTEBOOK_META, **change}
+    if change.get("mean", 0) is None:
+        del meta["mean"]
+        message = "meta holds \\['classes', 'dataset', 'preparation', 'std'\\]"
+    save_checkpoint(tmp_path / "cnn.pt", Net(), CNN_PARAMS, meta)
+    with pytest.raises(PipelineError, match=f"cnn.pt: its {message}.*damaged.*train_cnn"):
+        load_checkpoint(tmp_path / "cnn.pt")
+
+
+def test_the_digest_covers_the_meta(tmp_path):
+    save_checkpoint(tmp_path / "cnn.pt", Net(), CNN_PARAMS, NOTEBOOK_META)
+    checkpoint = torch.load(tmp_path / "cnn.pt", weights_only=True)
+    checkpoint["meta"]["mean"] = 0.5  # still a valid meta: only the digest can tell
+    torch.save(checkpoint, tmp_path / "cnn.pt")
+    with pytest.raises(PipelineError, match="weights or meta do not match the digest"):
+        load_checkpoint(tmp_path / "cnn.pt")
+
+
+@pytest.mark.parametrize(
+    ("folder", "array", "reshape", "expected"),
+    [
+        ("cnn", "train_x", (-1, 28, 28), "(1, 28, 28)"),
+        ("cnn", "test_x", (-1, 784), "(1, 28, 28)"),
+        ("kmeans", "test_x", (-1, 28, 28), "(784,)"),
+    ],
+    ids=["cnn-without-channel", "cnn-flattened", "kmeans-as-squares"],
+)
+def test_processed_arrays_of_another_shape_are_refused(
+    tiny_folders, caplog, monkeypatch, folder, array, reshape, expected
+):
+    path = tiny_folders / f"data/processed/{folder}/{array}.npy"
+    np.save(path, np.load(path).reshape(reshape))
+    stage, argv = {
+        "cnn": (train_cnn.main, ["--data", "data/processed/cnn", "--model", "m.pt"]),
+        "kmeans": (kmeans_test.main, ["--model", "km.npz", "--data", "data/processed/kmeans"]),
+    }[folder]
+    if folder == "kmeans":
+        km = KmeansModel(np.zeros((16, 784), np.float32), np.arange(16) % 10, CLASSES)
+        save_model("km.npz", km)
+        argv += ["--metrics", "m.json", "--made-with", "w.json", "--per-class", "p.csv"]
+        argv += ["--confusion", "c.csv"]
+    else:
+        argv += ["--live", "live"]
+    code, errors = stage_errors(caplog, stage, argv, monkeypatch)
+    assert code == 1
+    assert_one_line(errors, f"{array} is float32", f"not float32 images of shape {expected}")
+    assert not any(Path(name).exists() for name in ("m.pt", "m.json", "live"))

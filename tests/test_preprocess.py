@@ -13,7 +13,7 @@ from torchvision import transforms
 from mnist_pipeline.config import PreprocessParams
 from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.idx import read_images
-from mnist_pipeline.processed import load_processed, save_processed
+from mnist_pipeline.processed import CNN_IMAGE, load_processed, save_processed
 from mnist_pipeline.runtime import PipelineError
 from stages.preprocess import preprocess
 
@@ -50,7 +50,7 @@ def test_processed_round_trip_and_identical_bytes(tiny_dir, tmp_path):
     assert names == ["meta.json", "test_x.npy", "test_y.npy", "train_x.npy", "train_y.npy"]
     for name in names:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
-    loaded = load_processed(tmp_path / "one")
+    loaded = load_processed(tmp_path / "one", CNN_IMAGE)
     assert loaded.classes == fashion.classes and loaded.dataset == "fashion-mnist"
     assert (loaded.mean, loaded.std) == (0.1307, 0.3081)
     # The models trained on it carry how to prepare a user's garment: not like a digit.
@@ -67,7 +67,7 @@ def test_loaded_arrays_are_private_copies_of_the_files(tiny_dir, tmp_path):
     cnn, _ = preprocess(tiny_dir, PARAMS, MNIST)
     save_processed(tmp_path / "cnn", cnn)
     before = (tmp_path / "cnn/train_x.npy").read_bytes()
-    loaded = load_processed(tmp_path / "cnn")
+    loaded = load_processed(tmp_path / "cnn", CNN_IMAGE)
     loaded.train_x[:] = -1  # writable, as torch.from_numpy wants, but the file does not change
     assert (tmp_path / "cnn/train_x.npy").read_bytes() == before
 
@@ -77,20 +77,20 @@ def test_missing_or_damaged_processed_files_are_clear_errors(tiny_dir, tmp_path)
     save_processed(tmp_path / "cnn", cnn)
     (tmp_path / "cnn/test_y.npy").unlink()
     with pytest.raises(PipelineError, match="test_y.npy: cannot read .*re-run preprocess"):
-        load_processed(tmp_path / "cnn")
+        load_processed(tmp_path / "cnn", CNN_IMAGE)
     (tmp_path / "cnn/test_y.npy").write_bytes(b"not an array")
     with pytest.raises(PipelineError, match="test_y.npy: cannot read"):
-        load_processed(tmp_path / "cnn")
+        load_processed(tmp_path / "cnn", CNN_IMAGE)
     np.save(tmp_path / "cnn/test_y.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(PipelineError, match="test_y.npy: cannot read"):  # never unpickled
-        load_processed(tmp_path / "cnn")
+        load_processed(tmp_path / "cnn", CNN_IMAGE)
     # A folder from before meta.json recorded the preparation is re-made, not guessed at.
     save_processed(tmp_path / "cnn", cnn)
     meta = json.loads((tmp_path / "cnn/meta.json").read_text())
     del meta["preparation"]
     (tmp_path / "cnn/meta.json").write_text(json.dumps(meta))
     with pytest.raises(PipelineError, match="meta.json: cannot read .*re-run preprocess"):
-        load_processed(tmp_path / "cnn")
+        load_processed(tmp_path / "cnn", CNN_IMAGE)
 
 
 def test_a_failed_save_keeps_the_earlier_folder(tiny_dir, tmp_path):
@@ -99,5 +99,5 @@ def test_a_failed_save_keeps_the_earlier_folder(tiny_dir, tmp_path):
     bad = dataclasses.replace(cnn, test_x=np.array([{}], dtype=object))
     with pytest.raises(ValueError, match="pickle"):
         save_processed(tmp_path / "cnn", bad)
-    np.testing.assert_array_equal(load_processed(tmp_path / "cnn").test_x, cnn.test_x)
+    np.testing.assert_array_equal(load_processed(tmp_path / "cnn", CNN_IMAGE).test_x, cnn.test_x)
     assert [p.name for p in tmp_path.iterdir()] == ["cnn"]  # no temporary folder left
