@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,55 @@ class DataParams:
     dataset: str
     mirrors: tuple[str, ...]
     verify: bool  # data.dataset is checked by mnist_pipeline.datasets.get_dataset, where it is used
+
+    def check(self) -> None:
+        for mirror in self.mirrors:
+            check_mirror(mirror, "data.mirrors")
+
+
+def check_mirror(mirror: str, where: str) -> None:
+    """Refuse a mirror URL that holds a secret: a param is written into dvc.lock, which users
+    commit, and into every log line about that mirror. The message never repeats it."""
+    try:
+        parts = urllib.parse.urlsplit(mirror)
+    except ValueError:  # a malformed IPv6 host: say which entry, not what it holds
+        raise ParamsError(f"{where}: {redact_url(mirror)} is not a valid URL") from None
+    if not parts.netloc:
+        return  # a local directory, where `@` or `?` is only part of a file name
+    if "@" in parts.netloc:
+        raise ParamsError(
+            f"{where}: {redact_url(mirror)} holds a user name or password, which DVC would "
+            f"write into dvc.lock; remove it, and put the login in ~/.netrc instead "
+            f"(`machine {parts.hostname} login USER password PASSWORD`, README)"
+        )
+    if parts.query or parts.fragment:
+        raise ParamsError(
+            f"{where}: {redact_url(mirror)} has a query or fragment (`?...`, `#...`): the file "
+            f"names are appended to a mirror's URL; give the folder's URL, and a login in "
+            f"~/.netrc if it needs one"
+        )
+
+
+def redact_url(text: str) -> str:
+    """`text` without whatever a URL in it may hold as a secret: user and password, query,
+    fragment. Local paths are shown as they are."""
+    try:
+        parts = urllib.parse.urlsplit(text)
+        netloc = parts.netloc
+    except ValueError:
+        return "(a malformed URL)"
+    if not netloc:
+        return text
+    host = netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(
+        (
+            parts.scheme,
+            f"***@{host}" if "@" in netloc else host,
+            parts.path,
+            "***" if parts.query else "",
+            "***" if parts.fragment else "",
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -193,4 +243,6 @@ def _require(ok: bool, key: str, value: object, what: str) -> None:
 
 
 def _describe(value: object) -> str:
+    if isinstance(value, str):  # a URL given where a list is meant must not show its password
+        value = redact_url(value)
     return f"{type(value).__name__} {value!r}"
