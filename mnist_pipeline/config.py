@@ -4,20 +4,37 @@
 unknown keys, missing keys, wrong types and impossible values with a message that
 names the key. Stages receive only their own section. The file is read with the YAML 1.2
 rules DVC reads it with (ruamel.yaml), so both see the same values: `1e-3` is a float.
+
+Before it is parsed, the file must be a regular file of at most MAX_PARAMS_BYTES of UTF-8
+text, with no YAML aliases and no deeper nesting than MAX_DEPTH. `python -m
+mnist_pipeline.config [PATH]` runs the same checks: scripts/repro.sh runs it before `dvc
+repro`, because DVC parses params.yaml itself before any stage starts (README, "When
+something goes wrong").
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import stat
+import sys
 import typing
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent
 
-from mnist_pipeline.runtime import PipelineError
+from mnist_pipeline.runtime import PipelineError, os_error_message
+
+# params.yaml is about 2 KB; a larger file is not a params file (a symlink to /dev/zero took
+# DVC and the stage to 3.7 GB).
+MAX_PARAMS_BYTES = 1 << 20
+# Sections, keys, a list of counts: 3 levels. Deeper is a mistake, and 100,000 `[` made
+# the YAML composer overflow Python's stack.
+MAX_DEPTH = 8
 
 
 class ParamsError(PipelineError):
@@ -171,16 +188,87 @@ class Params:
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
-    """Read and validate params.yaml; raise ParamsError naming the offending key."""
+    """Read and validate params.yaml; raise ParamsError naming the file or the offending key."""
     path = Path(path)
+    text = read_params_text(path)
     try:
-        raw = YAML(typ="safe").load(path.read_text())  # what DVC's parse_yaml does
-    except FileNotFoundError:
-        raise ParamsError(f"{path} not found; run from the project root") from None
+        check_yaml_shape(text, path)
+        raw = YAML(typ="safe").load(text)  # what DVC's parse_yaml does
     except YAMLError as exc:
         where = " ".join(str(exc).split())  # one line
         raise ParamsError(f"{path} is not valid YAML: {where}") from None
+    if raw is None:
+        raise ParamsError(
+            f"{path} is empty (no params in it); restore it with `git checkout {path}`, "
+            "or write the keys of the README's params table"
+        )
     return parse_params(raw)
+
+
+def read_params_text(path: Path) -> str:
+    """The text of a params file: a regular file of at most MAX_PARAMS_BYTES bytes of UTF-8."""
+    restore = f"restore it with `git checkout {path}`"
+    try:
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found; run from the project root") from None
+    except OSError as exc:
+        raise ParamsError(os_error_message(exc, path)) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ParamsError(
+            f"{path} is not a regular file (it is {_file_kind(mode)}): params must be a YAML "
+            f"text file; {restore}"
+        )
+    with os.fdopen(fd, "rb") as stream:
+        data = stream.read(MAX_PARAMS_BYTES + 1)
+    if len(data) > MAX_PARAMS_BYTES:
+        raise ParamsError(
+            f"{path} is larger than {MAX_PARAMS_BYTES} bytes, the most a params file may be "
+            f"(the project's is about 2 KB); {restore}"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(
+            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+            f"params must be a YAML text file; {restore}"
+        ) from None
+
+
+def check_yaml_shape(text: str, path: Path) -> None:
+    """Refuse YAML aliases and deep nesting from the event stream, before any document is
+    built: nine levels of nine aliases expand to 387 million values (DVC grew to 6.5 GB)."""
+    depth = 0
+    for event in YAML(typ="safe").parse(text):
+        if isinstance(event, AliasEvent):
+            raise ParamsError(
+                f"{path}: line {event.start_mark.line + 1}: YAML alias *{event.anchor} is not "
+                "allowed in params (aliases can expand to billions of values); write the value "
+                "out in full"
+            )
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ParamsError(
+                    f"{path}: line {event.start_mark.line + 1}: nested deeper than {MAX_DEPTH} "
+                    "levels; params are sections of keys, with lists of numbers at most"
+                )
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def parse_params(raw: object) -> Params:
@@ -246,3 +334,22 @@ def _describe(value: object) -> str:
     if isinstance(value, str):  # a URL given where a list is meant must not show its password
         value = redact_url(value)
     return f"{type(value).__name__} {value!r}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mnist_pipeline.config [PATH]`: check a params file as the stages do, and say
+    nothing when it is good. scripts/repro.sh runs it before DVC reads the file."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1:
+        print("usage: python -m mnist_pipeline.config [PARAMS_YAML]", file=sys.stderr)
+        return 2
+    try:
+        load_params(args[0] if args else "params.yaml")
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,22 +9,34 @@ import copy
 import functools
 import hashlib
 import http.server
+import os
+import resource
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mnist_pipeline.config import (
+    MAX_PARAMS_BYTES,
     DataParams,
     ParamsError,
+    load_params,
     parse_params,
 )
 from mnist_pipeline.datasets import FILES
 from mnist_pipeline.runtime import PipelineError
 from stages.download import download
 from tests.conftest import (
+    BIN,
     NOTEBOOK_PARAMS,
+    ROOT,
+    TINY_PARAMS,
     QuietHandler,
+    command_env,
     dvc,
     make_repo,
     serve,
@@ -32,6 +44,9 @@ from tests.conftest import (
 )
 
 SECRET = "s3cret-pw"  # never in a message, a log or dvc.lock
+# The subprocesses below may not grow past this, so that a regression (an alias bomb
+# expanded, /dev/zero read to the end) fails the test instead of filling the machine.
+ADDRESS_SPACE_CAP = 4 << 30
 
 
 def merged(base: dict, changes: dict) -> dict:
@@ -39,6 +54,27 @@ def merged(base: dict, changes: dict) -> dict:
     for section, values in changes.items():
         raw[section].update(values)
     return raw
+
+
+def capped() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_CAP, ADDRESS_SPACE_CAP))
+
+
+def run_capped(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300):
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        env=command_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=capped,
+    )
+
+
+def one_error_line(stderr: str) -> bool:
+    lines = stderr.splitlines()
+    return len(lines) == 1 and lines[0].startswith("error: ")
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -186,3 +222,142 @@ def test_a_mirror_login_from_netrc_stays_out_of_dvc_lock_and_logs(tiny_dir, tmp_
     lock = (repo / "dvc.lock").read_text()
     assert url in lock and SECRET not in lock
     assert SECRET not in result.stdout + result.stderr
+
+
+# --- A params.yaml that is no params file ------------------------------------------------
+
+
+def alias_bomb() -> str:
+    """Nine levels of nine aliases: 9**9 = 387 million values once expanded."""
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 9):
+        name, previous = chr(ord("a") + level), chr(ord("a") + level - 1)
+        lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+def notebook_text() -> str:
+    return yaml.safe_dump(merged(NOTEBOOK_PARAMS, TINY_PARAMS), sort_keys=False)
+
+
+def write_case(folder: Path, case: str) -> Path:
+    """folder/params.yaml as one hostile case."""
+    path = folder / "params.yaml"
+    path.unlink(missing_ok=True)
+    if case == "empty":
+        path.write_text("")
+    elif case == "comments only":
+        path.write_text("# params go here\n\n")
+    elif case == "binary":
+        path.write_bytes(bytes(range(128, 256)) * 8)
+    elif case == "/dev/zero":
+        path.symlink_to("/dev/zero")
+    elif case == "directory":
+        path.mkdir()
+    elif case == "too large":
+        path.write_text(notebook_text() + "#" * MAX_PARAMS_BYTES + "\n")
+    elif case == "alias bomb":
+        path.write_text(alias_bomb())
+    elif case == "one alias":
+        text = notebook_text()
+        assert "test_clusters: 16\n" in text
+        path.write_text(
+            text.replace("- 16\n", "- &largest 16\n", 1).replace(
+                "test_clusters: 16\n", "test_clusters: *largest\n"
+            )
+        )
+    elif case == "deep":
+        path.write_text("[" * 100_000)
+    else:
+        raise ValueError(case)
+    return path
+
+
+CASES = {
+    "empty": "params.yaml is empty (no params in it); restore it with `git checkout",
+    "comments only": "params.yaml is empty",
+    "binary": "params.yaml is not UTF-8 text (byte 0x80 at offset 0)",
+    "/dev/zero": "params.yaml is not a regular file (it is a character device)",
+    "directory": "params.yaml is not a regular file (it is a directory)",
+    "too large": f"params.yaml is larger than {MAX_PARAMS_BYTES} bytes",
+    "alias bomb": "params.yaml: line 2: YAML alias *a is not allowed in params",
+    "one alias": "YAML alias *largest is not allowed in params",
+    "deep": "params.yaml: line 1: nested deeper than 8 levels",
+}
+# Those that the code before these checks read without end or until it crashed: tried in
+# a subprocess only.
+IN_PROCESS = sorted(set(CASES) - {"/dev/zero", "too large"})
+
+
+@pytest.mark.parametrize("case", IN_PROCESS)
+def test_load_params_names_what_is_wrong_with_the_file(tmp_path, case):
+    with pytest.raises(ParamsError) as caught:
+        load_params(write_case(tmp_path, case))
+    message = str(caught.value).replace(str(tmp_path) + os.sep, "")
+    assert CASES[case] in message and "\n" not in message
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_checker_refuses_each_in_one_line(tmp_path, case):
+    write_case(tmp_path, case)
+    result = run_capped([sys.executable, "-m", "mnist_pipeline.config", "params.yaml"], tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert one_error_line(result.stderr)
+    assert CASES[case] in result.stderr
+
+
+def test_the_checker_accepts_the_tests_params(tmp_path):
+    (tmp_path / "params.yaml").write_text(notebook_text())
+    result = run_capped([sys.executable, "-m", "mnist_pipeline.config"], tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_a_stage_says_binary_params_are_not_text(tmp_path):
+    # Before: "unexpected UnicodeDecodeError ... This is a bug".
+    write_case(tmp_path, "binary")
+    result = run_capped(
+        [sys.executable, "-m", "stages.download", "--out", "raw"],
+        tmp_path,
+        env={"PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors == [
+        "ERROR stages: params.yaml is not UTF-8 text (byte 0x80 at offset 0): params must be a "
+        "YAML text file; restore it with `git checkout params.yaml`"
+    ]
+    assert "Traceback" not in result.stderr and not (tmp_path / "raw").exists()
+
+
+@pytest.fixture(scope="module")
+def downloaded_repo(tmp_path_factory, tiny_dir) -> Path:
+    """A project copy with scripts/repro.sh, after `dvc repro download`; a stand-in
+    scripts/setup.sh (test_environment tests the real one) and this environment as .venv."""
+    repo = make_repo(tmp_path_factory.mktemp("hostile") / "repo")
+    (repo / "scripts").mkdir()
+    shutil.copy2(ROOT / "scripts/repro.sh", repo / "scripts/repro.sh")
+    (repo / "scripts/setup.sh").write_text("exit 0\n")
+    (repo / ".venv").symlink_to(BIN.parent)
+    with serve(tiny_dir) as url:
+        dvc(repo, "repro", "download", env={"DATA_MIRROR": url})
+    return repo
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["empty", "alias bomb", "/dev/zero"])
+def test_repro_sh_stops_before_dvc_reads_bad_params(downloaded_repo, tmp_path, case):
+    # Before: DVC deleted data/raw, then the stage found the params empty; it grew to
+    # 6.5 GB on the alias bomb, and read /dev/zero to 3.7 GB.
+    repo = tmp_path / "repo"
+    shutil.copytree(downloaded_repo, repo, symlinks=True)
+    before = digests(repo / "data/raw")
+    write_case(repo, case)
+    result = run_capped(
+        ["bash", "scripts/repro.sh"], repo, env={"DATA_MIRROR": "http://127.0.0.1:9/"}
+    )
+    assert result.returncode == 1
+    assert one_error_line(result.stderr)
+    assert CASES[case] in result.stderr
+    assert "Running stage" not in result.stdout
+    assert digests(repo / "data/raw") == before
