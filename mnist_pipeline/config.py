@@ -36,6 +36,20 @@ MAX_PARAMS_BYTES = 1 << 20
 # the YAML composer overflow Python's stack.
 MAX_DEPTH = 8
 
+# Bounds on the params whose cost grows without limit, from tiny runs (README, "Params").
+# A training step holds about 65 KB of activations per image (peak RSS 1.1 GB at 4,096,
+# 1.9 GB at 16,384; `cnn.batch_size: 60000` took 5.0 GB), and a batch that large makes
+# a few SGD steps per epoch: the notebook's is 64.
+MAX_CNN_BATCH = 4096
+# No gradients: about 44 KB per image (1.1 GB at 10,000, the test set of both data sets).
+MAX_CNN_TEST_BATCH = 10_000
+# A MiniBatchKMeans fit on 60,000 images took 0.4 s for 10 clusters, 2.4 s for 256, 8.0 s
+# for 1,024 and 35 s for 2,048 on one thread: faster than linear above 1,024, and
+# `n_clusters: [60000]` ran for over 10 minutes. 1,024 clusters still have about 60
+# training images each; the notebook's largest is 256.
+MAX_CLUSTERS = 1024
+MAX_SWEEP_CLUSTERS = 4096  # the sweep's total: its time is about the sum of its counts
+
 
 class ParamsError(PipelineError):
     """params.yaml is missing, malformed, or holds a value a stage cannot use."""
@@ -122,6 +136,21 @@ class CnnParams:
     def check(self) -> None:
         for key in ("epochs", "batch_size", "test_batch_size", "log_interval"):
             _require(getattr(self, key) >= 1, f"cnn.{key}", getattr(self, key), "at least 1")
+        _require(
+            self.batch_size <= MAX_CNN_BATCH,
+            "cnn.batch_size",
+            self.batch_size,
+            f"at most {MAX_CNN_BATCH}: each image in a training batch holds about 65 KB "
+            f"(a peak of 1.1 GB at {MAX_CNN_BATCH}; 60000 took 5.0 GB), and a batch that large "
+            "leaves a few SGD steps per epoch (the notebook's is 64)",
+        )
+        _require(
+            self.test_batch_size <= MAX_CNN_TEST_BATCH,
+            "cnn.test_batch_size",
+            self.test_batch_size,
+            f"at most {MAX_CNN_TEST_BATCH}, the test set's size (each image of a test batch "
+            "holds about 44 KB)",
+        )
         _require(0 < self.lr <= 10, "cnn.lr", self.lr, "greater than 0 and at most 10")
         _require(0.0 <= self.momentum < 1.0, "cnn.momentum", self.momentum, "in [0, 1)")
         _require(0 <= self.seed < 2**63, "cnn.seed", self.seed, "in [0, 2**63)")
@@ -140,6 +169,23 @@ class KmeansParams:
         _require(len(self.n_clusters) > 0, "kmeans.n_clusters", [], "a non-empty list")
         for k in self.n_clusters:
             _require(k >= 10, "kmeans.n_clusters", k, "at least 10 (one per class)")
+            _require(
+                k <= MAX_CLUSTERS,
+                "kmeans.n_clusters",
+                k,
+                f"at most {MAX_CLUSTERS}: a fit on 60000 images took 8 s for {MAX_CLUSTERS} "
+                "clusters and 35 s for 2048, growing faster than the count, and "
+                f"{MAX_CLUSTERS} clusters already have about 60 images each (the notebook's "
+                "largest count is 256)",
+            )
+        _require(
+            sum(self.n_clusters) <= MAX_SWEEP_CLUSTERS,
+            "kmeans.n_clusters",
+            list(self.n_clusters),
+            f"counts that add up to at most {MAX_SWEEP_CLUSTERS}: the sweep takes about 8 ms "
+            f"per cluster on 60000 images, so its time is about the sum (the notebook's sweep "
+            "adds up to 526)",
+        )
         _require(
             len(set(self.n_clusters)) == len(self.n_clusters),
             "kmeans.n_clusters",

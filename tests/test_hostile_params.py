@@ -21,7 +21,11 @@ import pytest
 import yaml
 
 from mnist_pipeline.config import (
+    MAX_CLUSTERS,
+    MAX_CNN_BATCH,
+    MAX_CNN_TEST_BATCH,
     MAX_PARAMS_BYTES,
+    MAX_SWEEP_CLUSTERS,
     DataParams,
     ParamsError,
     load_params,
@@ -361,3 +365,56 @@ def test_repro_sh_stops_before_dvc_reads_bad_params(downloaded_repo, tmp_path, c
     assert CASES[case] in result.stderr
     assert "Running stage" not in result.stdout
     assert digests(repo / "data/raw") == before
+
+
+# --- Costs out of all proportion ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "changes", "message"),
+    [
+        (
+            "cnn",
+            {"batch_size": 60000},
+            f"cnn.batch_size: 60000 is not allowed; it must be at most {MAX_CNN_BATCH}: each image",
+        ),
+        (
+            "cnn",
+            {"test_batch_size": 60000},
+            f"cnn.test_batch_size: 60000 is not allowed; it must be at most {MAX_CNN_TEST_BATCH}, "
+            "the test set's size",
+        ),
+        (
+            "kmeans",
+            {"n_clusters": [60000], "test_clusters": 60000},
+            f"kmeans.n_clusters: 60000 is not allowed; it must be at most {MAX_CLUSTERS}: a fit",
+        ),
+        (
+            "kmeans",
+            {"n_clusters": [1024, 1023, 1022, 1021, 10], "test_clusters": 10},
+            f"it must be counts that add up to at most {MAX_SWEEP_CLUSTERS}",
+        ),
+    ],
+)
+def test_a_cost_out_of_proportion_is_refused_with_its_bound_and_reason(section, changes, message):
+    with pytest.raises(ParamsError) as caught:
+        parse_params(merged(NOTEBOOK_PARAMS, {section: changes}))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},  # the notebooks'
+        TINY_PARAMS,
+        # the README's examples
+        {"cnn": {"epochs": 2}, "kmeans": {"n_clusters": [10, 20], "test_clusters": 20}},
+        {"kmeans": {"batch_size": 100, "n_init": 3}},
+        # the bounds themselves
+        {"cnn": {"batch_size": MAX_CNN_BATCH, "test_batch_size": MAX_CNN_TEST_BATCH}},
+        {"kmeans": {"n_clusters": [MAX_CLUSTERS, 1023, 1022, 1017, 10], "test_clusters": 10}},
+    ],
+)
+def test_the_bounds_accept_the_values_in_use(changes):
+    assert MAX_SWEEP_CLUSTERS == 1024 + 1023 + 1022 + 1017 + 10
+    parse_params(merged(NOTEBOOK_PARAMS, changes))
