@@ -163,9 +163,13 @@ def netrc_login(host: str | None) -> tuple[str, str] | None:
         return None
     except netrc.NetrcParseError as exc:
         # Its message can quote a token of the file, which may be a password: not shown.
-        if "permissive" in exc.msg or "owner" in exc.msg:
+        if "permissive" in exc.msg:
             raise PipelineError(
-                f"{path}: others can read it, and it holds passwords: `chmod 600 ~/.netrc`"
+                f"{path}: others may read it, and it holds passwords: `chmod 600 ~/.netrc`"
+            ) from None
+        if "owner" in exc.msg:
+            raise PipelineError(
+                f"{path}: another user owns it, and it holds passwords: it must be your own file"
             ) from None
         raise PipelineError(
             f"{path}: line {exc.lineno}: not a netrc file (`machine HOST login USER password "

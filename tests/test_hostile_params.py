@@ -193,6 +193,56 @@ def test_a_mirror_that_wants_a_login_says_where_it_goes(tiny_dir, tmp_path, monk
     )
 
 
+class _Redirect(QuietHandler):
+    """Answers every request with a redirect to server.target (another server)."""
+
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", self.server.target + self.path.lstrip("/"))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+class _RecordingFiles(_CountingFiles):
+    def do_GET(self):
+        self.server.logins = [*getattr(self.server, "logins", []), self.headers["Authorization"]]
+        super().do_GET()
+
+
+def test_the_login_is_not_sent_where_a_redirect_points(tiny_dir, tmp_path, monkeypatch):
+    write_netrc(tmp_path / "home")  # for 127.0.0.1, both servers' host
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    target = counting_server(tiny_dir, _RecordingFiles)
+    redirect = serve(handler=_Redirect)
+    with target as target_url, redirect as url:
+        redirect.server.target = target_url
+        download(DataParams("mnist", (url,), verify=False), tmp_path / "raw")
+    assert digests(tmp_path / "raw") == digests(tiny_dir)
+    assert target.server.logins == [None] * len(FILES)
+
+
+def test_a_netrc_others_may_read_is_refused(tiny_dir, tmp_path, monkeypatch):
+    write_netrc(tmp_path / "home")
+    (tmp_path / "home/.netrc").chmod(0o644)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with counting_server(tiny_dir, _LoginFiles) as url, pytest.raises(PipelineError) as caught:
+        download(DataParams("mnist", (url,), verify=False), tmp_path / "raw")
+    assert str(caught.value) == (
+        "~/.netrc: others may read it, and it holds passwords: `chmod 600 ~/.netrc`"
+    )
+
+
+def test_a_damaged_netrc_is_named_without_quoting_it(tiny_dir, tmp_path, monkeypatch):
+    write_netrc(tmp_path / "home")
+    netrc = tmp_path / "home/.netrc"
+    netrc.write_text(netrc.read_text() + f"{SECRET} follows\n")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with counting_server(tiny_dir, _LoginFiles) as url, pytest.raises(PipelineError) as caught:
+        download(DataParams("mnist", (url,), verify=False), tmp_path / "raw")
+    assert str(caught.value).startswith("~/.netrc: line 2: not a netrc file")
+    assert SECRET not in str(caught.value)
+
+
 @pytest.mark.slow
 def test_a_secret_in_params_never_reaches_dvc_lock_or_a_log(tiny_dir, tmp_path):
     repo = make_repo(tmp_path / "repo")
