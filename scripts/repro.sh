@@ -6,4 +6,7 @@ bash scripts/setup.sh
 export DVC_NO_ANALYTICS=1
 # The stages run as `python -m stages.X`: put the environment's python first on PATH.
 export PATH="$PWD/.venv/bin:$PATH"
+# DVC parses params.yaml before any stage can check it: an empty file made it delete
+# data/raw first, a YAML alias bomb grew it to 6.5 GB. The stages' own check, done first.
+python -m mnist_pipeline.config params.yaml
 exec dvc repro "$@"

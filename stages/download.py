@@ -12,16 +12,22 @@ when all four are good, so a failure leaves nothing half-written. Each file is b
 in bytes sent and decompressed (its size in the data set, mnist_pipeline.datasets.SIZES)
 and in time (a deadline for the whole file). A mirror that cannot be reached or does not
 answer in time is skipped for the rest of the run.
+
+A mirror URL may not hold a login (DVC writes params into dvc.lock): an http(s) mirror
+that needs one gets it from ~/.netrc (the `machine` entry for its host, as curl and pip
+read it), sent as HTTP basic auth to that host only, never to where it redirects.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import gzip
 import hashlib
 import http.client
 import logging
+import netrc
 import os
 import shutil
 import signal
@@ -35,7 +41,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mnist_pipeline.config import DataParams, load_params
+from mnist_pipeline.config import DataParams, check_mirror, load_params
 from mnist_pipeline.datasets import DATASETS, FILES, SIZES, get_dataset
 from mnist_pipeline.runtime import PipelineError, atomic_path, path_args, run_main
 
@@ -64,8 +70,13 @@ class MirrorError(Exception):
 
 
 def mirror_list(params: DataParams, env_mirror: str | None) -> list[str]:
+    """The mirrors to try, in order; a ParamsError, before any network access, for one that
+    holds a login or a query (its message does not repeat them)."""
     mirrors = list(params.mirrors) or list(get_dataset(params.dataset).mirrors)
+    for mirror in mirrors:
+        check_mirror(mirror, "data.mirrors")
     if env_mirror:
+        check_mirror(env_mirror, "DATA_MIRROR")
         mirrors.insert(0, env_mirror)
     return mirrors
 
@@ -142,8 +153,44 @@ def _fetch(source: str, dest: Path, name: str) -> None:
         raise MirrorError(f"cannot copy ({exc})") from None
 
 
+def netrc_login(host: str | None) -> tuple[str, str] | None:
+    """The (login, password) ~/.netrc holds for `host`, or None. Read on each use, so that a
+    run sees the file as it is; the password is never logged."""
+    path = Path("~/.netrc")
+    try:
+        entry = netrc.netrc().authenticators(host or "")
+    except FileNotFoundError:
+        return None
+    except netrc.NetrcParseError as exc:
+        # Its message can quote a token of the file, which may be a password: not shown.
+        if "permissive" in exc.msg:
+            raise PipelineError(
+                f"{path}: others may read it, and it holds passwords: `chmod 600 ~/.netrc`"
+            ) from None
+        if "owner" in exc.msg:
+            raise PipelineError(
+                f"{path}: another user owns it, and it holds passwords: it must be your own file"
+            ) from None
+        raise PipelineError(
+            f"{path}: line {exc.lineno}: not a netrc file (`machine HOST login USER password "
+            "PASSWORD` lines); fix or remove it"
+        ) from None
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot read it ({exc.strerror}); fix or remove it") from None
+    if entry is None:
+        return None
+    login, _account, password = entry
+    return login, password
+
+
 def _fetch_url(url: str, dest: Path, name: str) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "mnist-dvc-pipeline"})
+    host = urllib.parse.urlsplit(url).hostname
+    login = netrc_login(host)
+    if login is not None:
+        token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode("ascii")
+        # Unredirected: urllib copies ordinary headers to a redirect's target, another host.
+        request.add_unredirected_header("Authorization", f"Basic {token}")
     limit = max_gz_bytes(name)
     seconds = DEADLINE_BASE_S + SIZES[name] / DEADLINE_RATE
     try:
@@ -173,7 +220,15 @@ def _fetch_url(url: str, dest: Path, name: str) -> None:
     except _Expired:
         raise MirrorError(f"not done within the file's {seconds:.3g} s", unreachable=True) from None
     except urllib.error.HTTPError as exc:
-        raise MirrorError(f"HTTP {exc.code} {exc.reason}") from None
+        hint = ""
+        if exc.code == 401:
+            hint = (
+                f"; ~/.netrc's login for {host} was refused"
+                if login
+                else f"; it needs a login: add `machine {host} login USER password PASSWORD` "
+                "to ~/.netrc"
+            )
+        raise MirrorError(f"HTTP {exc.code} {exc.reason}{hint}") from None
     except urllib.error.URLError as exc:
         raise MirrorError(f"cannot connect ({exc.reason})", unreachable=True) from None
     except TimeoutError:
