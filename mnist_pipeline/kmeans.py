@@ -115,10 +115,11 @@ def save_model(path: Path | str, model: KmeansModel) -> None:
         )
 
 
-# The most centroids a model the pipeline made can have: kmeans.n_clusters allows no more
-# (mnist_pipeline.config). 2,048 already take plot_centroids about 3 s and 1.1 GB; a file
-# declaring 10 million asked numpy for 29 GiB before anything was checked.
-MAX_CENTROIDS = 2048
+# The most centroids a model the pipeline made can have: config.MAX_CLUSTERS, the largest
+# count kmeans.n_clusters allows (a test ties the two; importing config here would make
+# plot_centroids depend on it). A file declaring 10 million asked numpy for 29 GiB before
+# anything was checked, and 4,096 centroids took plot_centroids 6.1 s and 2.2 GB.
+MAX_CENTROIDS = 1024
 MAX_CLASSES = 100  # the data sets have 10
 MAX_TEXT = 65_536  # characters in a class name or the made_with record
 

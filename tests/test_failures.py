@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_pipeline import predict, runtime
+from mnist_pipeline import config, predict, runtime
 from mnist_pipeline.cnn import Net, load_checkpoint, save_checkpoint
 from mnist_pipeline.config import CnnParams, PreprocessParams
 from mnist_pipeline.datasets import get_dataset
@@ -477,3 +477,7 @@ def test_processed_arrays_of_another_shape_are_refused(
     assert code == 1
     assert_one_line(errors, f"{array} is float32", f"not float32 images of shape {expected}")
     assert not any(Path(name).exists() for name in ("m.pt", "m.json", "live"))
+
+
+def test_every_model_the_sweep_can_make_loads():
+    assert MAX_CENTROIDS == config.MAX_CLUSTERS
