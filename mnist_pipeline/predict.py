@@ -168,6 +168,8 @@ def wide_to_bytes(image: Image.Image) -> Image.Image:
     """An "I" or "F" picture as "L": 0 to 65535 (16-bit pictures), or 0 to 1 (floats), to
     0 to 255, or the pixels' own lowest to highest where they do not fit that range."""
     values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise PipelineError("cannot read it as an image (some of its pixels are NaN or infinite)")
     low, high = float(values.min()), float(values.max())
     usual = 1.0 if image.mode == "F" else 65535.0
     if low >= 0 and high <= usual:

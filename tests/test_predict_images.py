@@ -164,6 +164,10 @@ def test_wide_pixels_are_read_by_their_range(tmp_path, paper):
         assert Image.open(tmp_path / name).mode == mode
         field = prepare(read_image(tmp_path / name), MNIST).astype(int)
         assert np.abs(field - expected).max() <= 1, name
+    levels[0, 0] = np.nan
+    Image.fromarray(levels.astype(np.float32)).save(tmp_path / "nan.tiff")
+    with pytest.raises(PipelineError, match=r"\(some of its pixels are NaN or infinite\)$"):
+        read_image(tmp_path / "nan.tiff")
 
 
 def test_a_16_bit_picture_bigger_than_the_side_is_reduced_too(tmp_path):
