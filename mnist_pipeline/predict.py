@@ -47,12 +47,13 @@ from mnist_pipeline.runtime import PipelineError
 TOP = 3  # how many of the CNN's classes and of the nearest centroids to report
 # The largest picture read, in pixels: a 108-megapixel phone photo (12000 x 9000) with
 # room to spare, and under Pillow's decompression-bomb limit (179 MP), which would refuse
-# first without saying the size. Decoding one this big takes at most ~6 bytes a pixel.
+# first without saying the size. Decoding one takes up to 4 bytes a pixel (RGB, RGBA).
 MAX_PIXELS = 150_000_000
 # Pictures are reduced to at most this many pixels a side before any float work (about
 # 50 bytes a pixel): a digit a tenth of the picture wide still spans 200 pixels, ten times
 # the 20-pixel box it is scaled to, so its 28 x 28 image barely changes.
 SIDE = 2048
+BAND = 1 << 22  # pixels converted at a time where a big picture's mode must change first
 NOT_FILES = (
     (stat.S_ISDIR, "a folder"),
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
@@ -151,17 +152,37 @@ def _reduced(image: Image.Image) -> Image.Image:
     factor = math.ceil(max(width, height) / SIDE)
     if factor > 1:  # JPEG decodes at 1/2, 1/4 or 1/8 of the size for the asking
         image.draft(None, (math.ceil(width / factor), math.ceil(height / factor)))
-    if image.mode.startswith("I;16"):
-        image = image.convert("I")
-    elif image.mode == "1":
-        image = image.convert("L")
-    elif image.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
-        image = image.convert("RGBA")  # palettes and other colour spaces: not averageable
     factor = math.ceil(max(image.size) / SIDE)
-    if factor > 1:
+    if image.mode.startswith("I;16"):
+        image = converted_and_reduced(image, "I", factor)
+    elif image.mode == "1":
+        image = converted_and_reduced(image, "L", factor)
+    elif image.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        # Palettes and other colour spaces: their values cannot be averaged as they are.
+        image = converted_and_reduced(image, "RGBA", factor)
+    elif factor > 1:
         image = image.reduce(factor)  # the mean of each factor x factor block
     image = ImageOps.exif_transpose(image)
     return wide_to_bytes(image) if image.mode in ("I", "F") else image
+
+
+def converted_and_reduced(image: Image.Image, mode: str, factor: int) -> Image.Image:
+    """image.convert(mode).reduce(factor), a band of BAND pixels at a time when it is
+    reduced: converted whole, a palette or 1-bit picture would take 4 bytes a pixel more."""
+    if factor == 1:
+        return image.convert(mode)
+    rows = factor * max(1, BAND // (factor * image.width))  # whole blocks in each band
+    bands = [
+        image.crop((0, top, image.width, min(top + rows, image.height)))
+        .convert(mode)
+        .reduce(factor)
+        for top in range(0, image.height, rows)
+    ]
+    reduced = Image.new(mode, (bands[0].width, sum(band.height for band in bands)))
+    for index, band in enumerate(bands):
+        reduced.paste(band, (0, index * bands[0].height))
+    reduced.info = image.info  # its EXIF orientation among them
+    return reduced
 
 
 def wide_to_bytes(image: Image.Image) -> Image.Image:

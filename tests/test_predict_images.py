@@ -110,6 +110,22 @@ def test_big_pictures_reach_the_float_work_reduced(tmp_path, models, monkeypatch
         assert abs(width / height - aspect) < 0.02 * aspect
 
 
+@pytest.mark.parametrize("mode, averaged", [("P", "RGBA"), ("1", "L"), ("I;16", "I")])
+def test_pictures_converted_in_bands_come_out_as_converted_whole(mode, averaged, monkeypatch):
+    noise = np.random.default_rng(0).integers(0, 256, (601, 403), dtype=np.uint8)
+    image = {
+        "P": lambda: Image.fromarray(noise).convert("RGB").quantize(32),
+        "1": lambda: Image.fromarray(noise).convert("1"),
+        "I;16": lambda: Image.fromarray(noise.astype(np.uint16) * 257),
+    }[mode]()
+    assert image.mode == mode
+    monkeypatch.setattr(predict, "BAND", 10_000)  # bands of 24 or 21 rows, the last one short
+    for factor in (1, 3, 7):
+        banded = predict.converted_and_reduced(image, averaged, factor)
+        whole = image.convert(averaged).reduce(factor)
+        np.testing.assert_array_equal(np.asarray(banded), np.asarray(whole))
+
+
 def test_pictures_up_to_the_side_are_read_as_before_and_bigger_ones_nearly(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to show it upright
