@@ -60,6 +60,10 @@ CASES: dict[str, tuple[str, Callable[[Path], None]]] = {
     "48mp-jpeg": ("8000x6000 JPEG (48 MP)", lambda p: seven("RGB", 8000, 6000).save(p, quality=90)),
     "20mp-strip": ("20000x1000 PNG strip (20 MP)", lambda p: seven("RGB", 20000, 1000).save(p)),
     "108mp-png": ("12000x9000 grey PNG (108 MP)", lambda p: seven("L", 12000, 9000).save(p)),
+    "108mp-palette": (
+        "12000x9000 palette PNG (108 MP)",
+        lambda p: seven("L", 12000, 9000).convert("P").save(p),
+    ),
     "13k-png": ("13000x13000 grey PNG (169 MP)", lambda p: seven("L", 13000, 13000).save(p)),
     "30k-png": (
         "30000x30000 1-bit PNG (900 MP)",
