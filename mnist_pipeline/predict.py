@@ -109,13 +109,13 @@ def read_image(path: Path) -> np.ndarray:
     anything that is not a regular file (a FIFO would block, a device never end).
     """
     try:
-        mode = os.stat(path).st_mode
+        st_mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise PipelineError("no such file") from None
     except OSError as exc:
         raise PipelineError(f"cannot read it ({exc.strerror})") from None
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in NOT_FILES if test(mode)), "not a regular file")
+    if not stat.S_ISREG(st_mode):
+        kind = next((name for test, name in NOT_FILES if test(st_mode)), "not a regular file")
         raise PipelineError(f"not a picture file but {kind}: give the path of a picture file")
     try:
         with warnings.catch_warnings():
@@ -168,7 +168,7 @@ def _reduced(image: Image.Image) -> Image.Image:
 
 def converted_and_reduced(image: Image.Image, mode: str, factor: int) -> Image.Image:
     """image.convert(mode).reduce(factor), a band of BAND pixels at a time when it is
-    reduced: converted whole, a palette or 1-bit picture would take 4 bytes a pixel more."""
+    reduced: converted whole, a palette or 1-bit picture would take up to 4 bytes a pixel more."""
     if factor == 1:
         return image.convert(mode)
     rows = factor * max(1, BAND // (factor * image.width))  # whole blocks in each band
@@ -181,7 +181,7 @@ def converted_and_reduced(image: Image.Image, mode: str, factor: int) -> Image.I
     reduced = Image.new(mode, (bands[0].width, sum(band.height for band in bands)))
     for index, band in enumerate(bands):
         reduced.paste(band, (0, index * bands[0].height))
-    reduced.info = image.info  # its EXIF orientation among them
+    reduced.info.update(image.info)  # its EXIF orientation among them
     return reduced
 
 
