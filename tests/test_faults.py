@@ -1,0 +1,140 @@
+"""Faults and concurrency: a full disk, a failed run's metrics, two runs in one clone."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_pipeline import runtime
+from mnist_pipeline.config import PreprocessParams, load_params
+from mnist_pipeline.datasets import get_dataset
+from mnist_pipeline.processed import save_processed
+from mnist_pipeline.runtime import check_free_space, run_main
+from stages import kmeans_sweep
+from stages.preprocess import preprocess
+from tests.conftest import (
+    TINY_PARAMS,
+    changed_stages,
+    dvc,
+    set_params,
+    write_params,
+)
+
+SWEEP_ARGS = ["--data", "data/processed/kmeans", "--plot", "plots/sweep.csv"]
+
+
+def stage_error(caplog, monkeypatch, stage, argv: list[str]) -> tuple[int, str]:
+    """Run `stage` through run_main as `python -m` does; its exit code and its one error line."""
+    monkeypatch.setattr(sys, "argv", ["stage", *argv])
+    monkeypatch.setattr(runtime, "stop_with_parent", lambda: None)  # not on pytest itself
+    caplog.clear()
+    with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as exit_:
+        run_main(stage)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    message = errors[0].getMessage()
+    assert "\n" not in message and not errors[0].exc_info, message
+    return exit_.value.code, message
+
+
+@pytest.fixture
+def kmeans_folder(tiny_dir, tmp_path, monkeypatch) -> Path:
+    """tmp_path as a project with tiny params and processed k-means data; the working dir."""
+    _, kmeans = preprocess(tiny_dir, PreprocessParams(0.1307, 0.3081), get_dataset("mnist"))
+    save_processed(tmp_path / "data/processed/kmeans", kmeans)
+    write_params(tmp_path, TINY_PARAMS)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_full_disk_while_saving_names_the_model_not_its_temporary_file(
+    kmeans_folder, caplog, monkeypatch
+):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as np.savez's write() does
+
+    monkeypatch.setattr(np, "savez", full)
+    argv = [*SWEEP_ARGS, "--model", "models/kmeans.npz"]
+    code, message = stage_error(caplog, monkeypatch, kmeans_sweep.main, argv)
+    assert code == 1
+    assert message.startswith("models/kmeans.npz: No space left on device; "), message
+    assert ".tmp" not in message
+    assert not list((kmeans_folder / "models").iterdir())
+    assert not list((kmeans_folder / "plots").iterdir())
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A 100 KiB tmpfs at tmp_path/small; unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    tried = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if tried.returncode != 0:
+        pytest.skip(f"needs a small tmpfs (root, or a container that allows mount): {tried.stderr}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_disk_too_small_for_the_model_stops_the_sweep_before_its_work(
+    kmeans_folder, small_disk, caplog, monkeypatch
+):
+    (kmeans_folder / "models").symlink_to(small_disk)
+    # 64 centroids of 784 float32 pixels: 200 KiB, on a 100 KiB disk.
+    set_params(kmeans_folder, {"kmeans": {"n_clusters": [10, 64], "test_clusters": 64}})
+
+    def sweep(*args, **kwargs):
+        raise AssertionError("swept before checking that the model fits on its disk")
+
+    monkeypatch.setattr(kmeans_sweep, "sweep", sweep)
+    argv = [*SWEEP_ARGS, "--model", "models/kmeans.npz"]
+    code, message = stage_error(caplog, monkeypatch, kmeans_sweep.main, argv)
+    assert code == 1
+    assert message.startswith("models/kmeans.npz: needs 212 KiB, its disk has "), message
+    assert "free some space" in message
+    assert not list(small_disk.iterdir())
+
+
+def test_the_model_fits_when_the_disk_has_room_for_it(kmeans_folder, small_disk):
+    # The estimate is no stricter than the file: 16 centroids (50 KiB) fit on the 100 KiB disk.
+    (kmeans_folder / "models").symlink_to(small_disk)
+    params = load_params().kmeans
+    check_free_space(kmeans_folder / "models/kmeans.npz", kmeans_sweep.model_bytes(params, 784))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("model", "stage", "metrics"),
+    [
+        ("models/cnn.pt", "evaluate_cnn", "metrics/cnn.json"),
+        ("models/kmeans.npz", "kmeans_test", "metrics/kmeans.json"),
+    ],
+)
+def test_a_failed_evaluation_loses_no_metrics(repo_copy, mirror_env, model, stage, metrics):
+    earlier = (repo_copy / metrics).read_bytes()
+    damaged = bytearray((repo_copy / model).read_bytes())
+    damaged[len(damaged) // 2 :] = bytes(len(damaged) - len(damaged) // 2)
+    (repo_copy / model).write_bytes(damaged)
+
+    failed = dvc(repo_copy, "repro", "--single-item", stage, env=mirror_env, check=False)
+    assert failed.returncode != 0
+    assert "Traceback" not in failed.stdout + failed.stderr
+    assert not (repo_copy / metrics).exists()  # DVC removes a stage's outputs before it runs
+
+    # The README's recovery ("When something goes wrong"): the run-cache gives both back.
+    recovered = dvc(repo_copy, "repro", env=mirror_env)
+    assert f"Stage '{stage}' is cached - skipping run" in recovered.stdout, recovered.stdout
+    assert (repo_copy / metrics).read_bytes() == earlier
+    assert changed_stages(repo_copy, env=mirror_env) == {}
