@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +22,12 @@ from mnist_pipeline.runtime import check_free_space, run_main
 from stages import kmeans_sweep
 from stages.preprocess import preprocess
 from tests.conftest import (
+    ROOT,
     TINY_PARAMS,
     changed_stages,
     dvc,
     set_params,
+    wait_until,
     write_params,
 )
 
@@ -112,6 +116,69 @@ def test_the_model_fits_when_the_disk_has_room_for_it(kmeans_folder, small_disk)
     (kmeans_folder / "models").symlink_to(small_disk)
     params = load_params().kmeans
     check_free_space(kmeans_folder / "models/kmeans.npz", kmeans_sweep.model_bytes(params, 784))
+
+
+# scripts/repro.sh with a stand-in setup.sh that says it ran, waits for `go`, and exits 3:
+# what a run does after the lock, without installing anything.
+STAND_IN_SETUP = """#!/usr/bin/env bash
+echo "setup ran" >> setup.log
+while [ ! -e go ]; do sleep 0.05; done
+exit 3
+"""
+
+
+@pytest.fixture
+def repro_clone(tmp_path) -> Path:
+    (tmp_path / "scripts").mkdir()
+    shutil.copy2(ROOT / "scripts/repro.sh", tmp_path / "scripts/repro.sh")
+    (tmp_path / "scripts/setup.sh").write_text(STAND_IN_SETUP)
+    (tmp_path / ".dvc").mkdir()
+    return tmp_path
+
+
+def repro_sh(clone: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["bash", "scripts/repro.sh"],
+        cwd=clone,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_repro_sh_runs_one_at_a_time_in_a_clone(repro_clone):
+    setup_log = repro_clone / "setup.log"
+    first = repro_sh(repro_clone)
+    try:
+        wait_until(setup_log.exists, 30)
+        second = repro_sh(repro_clone)
+        try:
+            _, stderr = second.communicate(timeout=60)
+        finally:
+            (repro_clone / "go").touch()  # lets a stand-in setup that did start end
+    finally:
+        (repro_clone / "go").touch()
+        first.wait(timeout=60)
+    assert second.returncode == 1, stderr
+    (line,) = stderr.splitlines()
+    assert "another run holds .dvc/tmp/repro.lock" in line
+    assert "dvc exp run --queue" in line
+    assert setup_log.read_text() == "setup ran\n"  # the second stopped before setup
+    assert first.returncode == 3
+    # Once the first has ended, the lock is free again.
+    third = repro_sh(repro_clone)
+    assert third.wait(timeout=60) == 3, third.stderr.read()
+    assert setup_log.read_text() == "setup ran\nsetup ran\n"
+
+
+def test_repro_sh_is_not_stopped_by_a_lock_in_another_clone(repro_clone, tmp_path_factory):
+    other = tmp_path_factory.mktemp("other")
+    (other / ".dvc/tmp").mkdir(parents=True)
+    with open(other / ".dvc/tmp/repro.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (repro_clone / "go").touch()
+        run = repro_sh(repro_clone)
+        assert run.wait(timeout=60) == 3, run.stderr.read()
 
 
 @pytest.mark.slow
