@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +23,15 @@ from mnist_pipeline.runtime import check_free_space, run_main
 from stages import kmeans_sweep
 from stages.preprocess import preprocess
 from tests.conftest import (
+    BIN,
     ROOT,
     TINY_PARAMS,
     changed_stages,
+    command_env,
+    commit_all,
     dvc,
+    git,
+    run,
     set_params,
     wait_until,
     write_params,
@@ -205,3 +211,66 @@ def test_a_failed_evaluation_loses_no_metrics(repo_copy, mirror_env, model, stag
     assert f"Stage '{stage}' is cached - skipping run" in recovered.stdout, recovered.stdout
     assert (repo_copy / metrics).read_bytes() == earlier
     assert changed_stages(repo_copy, env=mirror_env) == {}
+
+
+def queue_workers(repo: Path) -> list[int]:
+    """Process ids of the `dvc exp queue-worker`s of `repo` (Linux /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            worker = b"queue-worker" in (proc / "cmdline").read_bytes().split(b"\0")
+            if worker and (proc / "cwd").resolve() == repo.resolve():
+                pids.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_queue_cleanup_after_a_killed_worker(repo_copy):
+    commit_all(repo_copy, "baseline results")
+    (repo_copy / "scripts").mkdir()
+    shutil.copy2(ROOT / "scripts/queue_cleanup.py", repo_copy / "scripts")
+    dvc(repo_copy, "exp", "run", "--queue", "-n", "endless", "-S", "cnn.epochs=10000")
+    # Not dvc(): the worker keeps the pipes of `dvc queue start` open while it runs.
+    subprocess.run(
+        [str(BIN / "dvc"), "queue", "start", "-j", "1"],
+        cwd=repo_copy,
+        env=command_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    exps = repo_copy / ".dvc/tmp/exps"
+    wait_until(lambda: list(exps.glob("tmp*/dvclive/metrics.json")), 300, 0.2)  # training
+    (worker,) = queue_workers(repo_copy)
+    group = os.getpgid(worker)
+    assert group != os.getpgid(0)  # the queue's own process group, not the tests'
+    members = [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _group(p) == group]
+    os.killpg(group, signal.SIGKILL)  # the worker, its experiment and the stage, as kill -9
+    wait_until(lambda: not any(alive(p) for p in members), 30)
+    assert "Running" in dvc(repo_copy, "queue", "status").stdout  # DVC does not notice
+    assert list(exps.glob("tmp*"))
+
+    done = run([sys.executable, "scripts/queue_cleanup.py", "endless"], cwd=repo_copy)
+    assert done.stdout.startswith("queue_cleanup: endless: stopped, removed from the queue, ")
+    assert "endless" not in dvc(repo_copy, "queue", "status").stdout
+    assert "endless" not in dvc(repo_copy, "exp", "show").stdout
+    assert not list(exps.glob("tmp*"))  # its copy of the workspace is gone
+    status = git(repo_copy, "status", "--porcelain").stdout
+    assert status.splitlines() == ["?? scripts/"], status  # the workspace is as it was
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
