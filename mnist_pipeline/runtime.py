@@ -101,8 +101,8 @@ def check_free_space(path: Path, needed: int) -> None:
     free = shutil.disk_usage(path.parent).free
     if free < needed:
         raise PipelineError(
-            f"{path}: needs {needed / 1024:,.0f} KiB, its disk has {free / 1024:,.0f} KiB free; "
-            "free some space there, then run again"
+            f"{path}: needs about {needed / 1024:,.0f} KiB, its disk has "
+            f"{free / 1024:,.0f} KiB free; free some space there, then run again"
         )
 
 

@@ -112,7 +112,7 @@ def test_a_disk_too_small_for_the_model_stops_the_sweep_before_its_work(
     argv = [*SWEEP_ARGS, "--model", "models/kmeans.npz"]
     code, message = stage_error(caplog, monkeypatch, kmeans_sweep.main, argv)
     assert code == 1
-    assert message.startswith("models/kmeans.npz: needs 212 KiB, its disk has "), message
+    assert message.startswith("models/kmeans.npz: needs about 212 KiB, its disk has "), message
     assert "free some space" in message
     assert not list(small_disk.iterdir())
 
