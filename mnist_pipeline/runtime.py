@@ -95,6 +95,17 @@ def check_writable(path: Path) -> None:
         raise PipelineError(os_error_message(exc, path)) from None
 
 
+def check_free_space(path: Path, needed: int) -> None:
+    """Raise a PipelineError unless the disk that `path` goes on has `needed` bytes free, so
+    that a stage whose output size is known stops before its work, not after it."""
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise PipelineError(
+            f"{path}: needs about {needed / 1024:,.0f} KiB, its disk has "
+            f"{free / 1024:,.0f} KiB free; free some space there, then run again"
+        )
+
+
 def os_error_message(exc: OSError, path: Path | str | None = None) -> str:
     """One line naming the file, the problem and what to do about it."""
     where = path or exc.filename or "a file"
@@ -195,6 +206,12 @@ def _stop_when_gone(pidfd: int) -> None:
     signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
 
 
+# Each temporary path of a running atomic_path block -> the output it stands for. A write
+# into a temporary path through its own atomic_path (save_model inside all_or_none) then
+# names the output in its error, not `.kmeans.npz.XXXXXXXX.tmp`.
+_STANDS_FOR: dict[Path, Path] = {}
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `path`; move it into place only if the block succeeds.
@@ -213,6 +230,8 @@ def atomic_path(path: Path | str, directory: bool = False) -> Iterator[Path]:
         fd, name = tempfile.mkstemp(**temp)
         os.close(fd)
         tmp = Path(name)
+    output = _STANDS_FOR.get(path, path)
+    _STANDS_FOR[tmp] = output
     try:
         yield tmp
         # mkstemp/mkdtemp create private files; give outputs the usual permissions.
@@ -230,8 +249,9 @@ def atomic_path(path: Path | str, directory: bool = False) -> Iterator[Path]:
             os.replace(tmp, path)
     except OSError as exc:
         # A failed write (a full disk) often names no file, or only the temporary one.
-        raise PipelineError(os_error_message(exc, path)) from exc
+        raise PipelineError(os_error_message(exc, output)) from exc
     finally:
+        del _STANDS_FOR[tmp]
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -26,9 +26,26 @@ from mnist_pipeline.kmeans import (
 )
 from mnist_pipeline.metrics import accuracy
 from mnist_pipeline.processed import FLAT_IMAGE, ProcessedData, load_processed
-from mnist_pipeline.runtime import all_or_none, path_args, progress, run_main, write_csv
+from mnist_pipeline.runtime import (
+    all_or_none,
+    check_free_space,
+    path_args,
+    progress,
+    run_main,
+    write_csv,
+)
 
 log = logging.getLogger("stages.kmeans_sweep")
+
+# What kmeans.npz holds besides its float32 centroids (cluster labels, class names, what
+# made it, zip headers): a few KiB for the largest sweeps.
+MODEL_EXTRA_BYTES = 16 * 1024
+
+
+def model_bytes(params: KmeansParams, features: int) -> int:
+    """About the saved model's size, known before the sweep: a full disk stops the stage
+    before its work, not after it."""
+    return params.test_clusters * features * 4 + MODEL_EXTRA_BYTES
 
 
 def sweep(data: ProcessedData, params: KmeansParams) -> tuple[list[dict], KmeansModel]:
@@ -63,8 +80,10 @@ def main() -> None:
     everything = load_params()
     params = everything.kmeans
     log.info("params: %s; %d threads", params, everything.compute.threads)
+    data = load_processed(args.data, FLAT_IMAGE, uses=("train",))
+    check_free_space(args.model, model_bytes(params, data.train_x.shape[1]))
     with thread_limit(everything.compute.threads):
-        rows, model = sweep(load_processed(args.data, FLAT_IMAGE, uses=("train",)), params)
+        rows, model = sweep(data, params)
     with all_or_none(args.plot, args.model) as (plot, model_path):
         write_csv(plot, rows)
         save_model(model_path, model)
