@@ -245,7 +245,7 @@ def copy_project(dest: Path, dataset: str, epochs: int) -> Path:
     """What `dvc repro` needs, with params.yaml set to dataset and epochs."""
     for name in ("stages", "mnist_pipeline"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore", ".dvc/config", "uv.lock"):
+    for name in ("dvc.yaml", ".dvcignore", ".dvc/config", ".gitignore", "uv.lock"):
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, dest / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
