@@ -506,11 +506,49 @@ def best_line(study, spec: SearchSpec) -> str:
     return f"best {spec.objective.key} {best.value:.4f} (trial {best.number})"
 
 
-def work(spec: SearchSpec, url: str, args: argparse.Namespace) -> int:
-    """One worker: asks for trials and runs them one at a time until the study is complete."""
+class Report:
+    """One line per finished trial and, in a terminal, a bar over the study's completed
+    trials above them (plain lines elsewhere: a log, CI, a --workers child)."""
+
+    def __init__(self, study, total: int, bar: bool) -> None:
+        self.study = study
+        self.bar = tqdm(total=total, unit="trial", disable=not bar, dynamic_ncols=True)
+        self.update()
+
+    def line(self, text: str) -> None:
+        if self.bar.disable:
+            say(text)
+        else:
+            self.bar.write(text, file=sys.stdout)
+
+    def update(self) -> None:
+        if not self.bar.disable:
+            self.bar.n = completed(self.study)
+            self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def completed(study) -> int:
     from optuna.trial import TrialState
 
+    return sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+
+
+def work(spec: SearchSpec, url: str, args: argparse.Namespace) -> int:
+    """One worker: asks for trials and runs them one at a time until the study is complete."""
     study = open_study(spec, url, args.heartbeat)
+    report = Report(study, spec.trials, bar=sys.stderr.isatty() and not args.child)
+    try:
+        return _work(study, spec, url, args, report)
+    finally:
+        report.close()
+
+
+def _work(study, spec: SearchSpec, url: str, args: argparse.Namespace, report: Report) -> int:
+    from optuna.trial import TrialState
+
     worker = Worker.here()
     failures = 0
     while True:
@@ -528,12 +566,14 @@ def work(spec: SearchSpec, url: str, args: argparse.Namespace) -> int:
                 value = experiment_metric(name, spec.objective)
         except KeyboardInterrupt:
             study.tell(trial, state=TrialState.FAIL)
-            say(f"trial {trial.number} ({name}) interrupted: marked failed; run again to resume")
+            report.line(
+                f"trial {trial.number} ({name}) interrupted: marked failed; run again to resume"
+            )
             return 130
         except SearchError as exc:
             study.tell(trial, state=TrialState.FAIL)
             failures += 1
-            say(f"trial {trial.number} ({name}) failed: {exc}")
+            report.line(f"trial {trial.number} ({name}) failed: {exc}")
             if failures >= args.max_failures:
                 raise SearchError(
                     f"{failures} trials failed in a row; fix the cause, then run again to resume"
@@ -542,12 +582,16 @@ def work(spec: SearchSpec, url: str, args: argparse.Namespace) -> int:
         failures = 0
         study.tell(trial, value)
         pushed = push(args.push, name) if args.push else None
-        say(
+        report.line(
             f"trial {trial.number} ({name}): {spec.objective.key} {value:.4f} with "
             f"{describe(values)}; {best_line(study, spec)}"
         )
+        report.update()
         if pushed:
-            say(f"warning: {name} is not pushed ({pushed}); run `dvc exp push {args.push} {name}`")
+            report.line(
+                f"warning: {name} is not pushed ({pushed}); "
+                f"push it with `dvc exp push {args.push} {name}`"
+            )
 
 
 def say(line: str) -> None:
@@ -560,24 +604,18 @@ def say(line: str) -> None:
 def spawn_workers(spec: SearchSpec, url: str, args: argparse.Namespace) -> int:
     """`--workers N`: N worker processes in this clone, their lines passed through, and a
     progress bar over the study's completed trials when stderr is a terminal."""
-    from optuna.trial import TrialState
-
     study = open_study(spec, url, args.heartbeat)  # created once, before the workers load it
     command = [sys.executable, "-m", "mnist_pipeline.search", *args.passed, "--child"]
     children = [
         subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1)
         for _ in range(args.workers)
     ]
-    bar = tqdm(total=spec.trials, unit="trial", disable=not sys.stderr.isatty())
+    report = Report(study, spec.trials, bar=sys.stderr.isatty())
 
     def forward(child: subprocess.Popen) -> None:
         for line in child.stdout:
-            if bar.disable:
-                say(line.rstrip("\n"))
-            else:
-                bar.write(line.rstrip("\n"), file=sys.stdout)
-            bar.n = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
-            bar.refresh()
+            report.line(line.rstrip("\n"))
+            report.update()
 
     threads = [threading.Thread(target=forward, args=(c,)) for c in children]
     for thread in threads:
@@ -588,7 +626,7 @@ def spawn_workers(spec: SearchSpec, url: str, args: argparse.Namespace) -> int:
         codes = [child.wait() for child in children]
     for thread in threads:
         thread.join()
-    bar.close()
+    report.close()
     return max(codes)
 
 
