@@ -87,8 +87,8 @@ def load_processed(
     try:
         meta = json.loads((path / "meta.json").read_text())
         problem = meta_problem(meta)
-        if problem:
-            raise ValueError(problem)
+        if problem or "preparation" not in meta:  # models from before may lack it; a folder not
+            raise ValueError(problem or "it records no preparation")
         data = ProcessedData(
             **arrays,
             classes=tuple(meta["classes"]),

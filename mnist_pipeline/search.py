@@ -46,7 +46,7 @@ from ruamel.yaml import YAML, YAMLError
 from tqdm import tqdm
 
 from mnist_pipeline import config
-from mnist_pipeline.runtime import PipelineError
+from mnist_pipeline.runtime import PipelineError, os_error_message
 
 SEARCH_DIR = Path("search")  # git-ignored: the default storage, the trials' logs, the plots
 DEFAULT_STORAGE = f"sqlite:///{SEARCH_DIR}/optuna.db"
@@ -205,8 +205,11 @@ def _check_objective(path: Path, objective: Objective, dvc_yaml: Path) -> None:
         )
     current = Path(objective.metric)
     if current.is_file():  # from an earlier run: its keys are the ones the stage writes
-        keys = json.loads(current.read_text())
-        if objective.key not in keys:
+        try:
+            keys = json.loads(current.read_text())
+        except (OSError, ValueError):  # damaged: the stage will write it again
+            return
+        if isinstance(keys, dict) and objective.key not in keys:
             raise SearchError(
                 f"{path}: objective: {objective.metric} holds no {objective.key}; its keys "
                 f"are {', '.join(sorted(keys))}"
@@ -232,9 +235,12 @@ def hide_password(url: str) -> str:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return "(an unreadable storage URL)"
+    if "password" in parsed.query:  # libpq also takes ?password=
+        parsed = parsed.update_query_dict({"password": "xxx"})  # "*" would be %2A
+    return parsed.render_as_string(hide_password=True)
 
 
 def _driver_url(url: str) -> str:
@@ -333,16 +339,22 @@ class Worker:
     """Where a worker runs: recorded with each of its trials."""
 
     host: str
+    boot: str  # this boot of this machine: VMs cloned from one image share host and paths
     clone: str
     pid: int
 
     @classmethod
     def here(cls) -> Worker:
-        return cls(socket.gethostname(), str(Path.cwd().resolve()), os.getpid())
+        try:
+            boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:  # not Linux: the host name alone
+            boot = ""
+        return cls(socket.gethostname(), boot, str(Path.cwd().resolve()), os.getpid())
 
     def is_gone_from(self, attrs: dict) -> bool:
-        """Whether `attrs` (a trial's worker) names a dead process of this host and clone."""
-        if attrs.get("host") != self.host or attrs.get("clone") != self.clone:
+        """Whether `attrs` (a trial's worker) names a dead process of this boot and clone."""
+        mine = (self.host, self.boot, self.clone)
+        if (attrs.get("host"), attrs.get("boot"), attrs.get("clone")) != mine:
             return False
         try:
             os.kill(int(attrs["pid"]), 0)
@@ -432,6 +444,12 @@ def heartbeat(study, trial, interval_s: int) -> Iterator[None]:
         thread.join()
 
 
+def dvc_env() -> dict:
+    """The environment for `dvc`: this Python's bin first on PATH, so that the dvc and the
+    stages are the project's even when .venv is not activated (scripts/repro.sh does too)."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def run_experiment(name: str, values: dict, threads: int, log_path: Path) -> None:
     """`dvc exp run --temp` with the trial's params; SearchError with its last error line."""
     overrides = [f"{key}={_yaml_value(v)}" for key, v in values.items()]
@@ -444,12 +462,20 @@ def run_experiment(name: str, values: dict, threads: int, log_path: Path) -> Non
     with open(log_path, "w") as log:
         log.write(" ".join(args) + "\n")
         log.flush()
-        result = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if result.returncode != 0:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dvc_env())
+        try:
+            returncode = process.wait()
+        except KeyboardInterrupt:  # dvc had it too: let it remove its temporary workspace
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            raise
+    if returncode != 0:
         lines = log_path.read_text(errors="replace").splitlines()
         errors = [line for line in lines if line.startswith(("ERROR", "error:"))]
         last = (errors or lines or ["(no output)"])[-1]
-        raise SearchError(f"dvc exp run exited {result.returncode}: {last} (log: {log_path})")
+        raise SearchError(f"dvc exp run exited {returncode}: {last} (log: {log_path})")
 
 
 def _yaml_value(value: object) -> str:
@@ -462,11 +488,16 @@ def _yaml_value(value: object) -> str:
 def experiment_metric(name: str, objective: Objective) -> float:
     """The objective from the experiment's own metrics, as `dvc exp show --json` gives them."""
     result = subprocess.run(
-        ["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=False
+        ["dvc", "exp", "show", "--json"], capture_output=True, text=True, env=dvc_env()
     )
-    if result.returncode != 0:
-        raise SearchError(f"dvc exp show failed: {result.stderr.strip().splitlines()[-1:]}")
-    for baseline in json.loads(result.stdout):
+    try:
+        baselines = json.loads(result.stdout) if result.returncode == 0 else None
+    except json.JSONDecodeError:
+        baselines = None
+    if baselines is None:
+        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise SearchError(f"dvc exp show did not list the experiments: {last}")
+    for baseline in baselines:
         for experiment in baseline.get("experiments") or []:
             for rev in experiment["revs"]:
                 if rev.get("name") != name:
@@ -485,7 +516,7 @@ def experiment_metric(name: str, objective: Objective) -> float:
 def push(remote: str, name: str) -> str | None:
     """`dvc exp push REMOTE NAME` (the git ref and the outputs); the error line if it failed."""
     result = subprocess.run(
-        ["dvc", "exp", "push", remote, name], capture_output=True, text=True, check=False
+        ["dvc", "exp", "push", remote, name], capture_output=True, text=True, env=dvc_env()
     )
     if result.returncode == 0:
         return None
@@ -565,13 +596,13 @@ def _work(study, spec: SearchSpec, url: str, args: argparse.Namespace, report: R
                 run_experiment(name, values, args.threads, SEARCH_DIR / "logs" / f"{name}.log")
                 value = experiment_metric(name, spec.objective)
         except KeyboardInterrupt:
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             report.line(
                 f"trial {trial.number} ({name}) interrupted: marked failed; run again to resume"
             )
             return 130
         except SearchError as exc:
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             failures += 1
             report.line(f"trial {trial.number} ({name}) failed: {exc}")
             if failures >= args.max_failures:
@@ -580,7 +611,12 @@ def _work(study, spec: SearchSpec, url: str, args: argparse.Namespace, report: R
                 ) from None
             continue
         failures = 0
-        study.tell(trial, value)
+        if study.tell(trial, value, skip_if_finished=True).state != TrialState.COMPLETE:
+            report.line(
+                f"trial {trial.number} ({name}) finished, but another worker had marked it "
+                "failed (its heartbeat looked stale): the study does not count it"
+            )
+            continue
         pushed = push(args.push, name) if args.push else None
         report.line(
             f"trial {trial.number} ({name}): {spec.objective.key} {value:.4f} with "
@@ -627,7 +663,7 @@ def spawn_workers(spec: SearchSpec, url: str, args: argparse.Namespace) -> int:
     for thread in threads:
         thread.join()
     report.close()
-    return max(codes)
+    return max(c if c >= 0 else 128 - c for c in codes)  # -9 (killed) -> 137
 
 
 def summary(study, spec: SearchSpec) -> None:
@@ -683,7 +719,10 @@ def draw(study, spec: SearchSpec) -> list[Path]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="mnist-search", description=__doc__.splitlines()[0])
+    # No abbreviations: the --workers children get the options without --workers.
+    parser = argparse.ArgumentParser(
+        prog="mnist-search", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     parser.add_argument(
         "--space",
         type=Path,
@@ -734,10 +773,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # of --workers
     raw = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(raw)
-    for name in ("workers", "heartbeat", "max_failures"):
-        if getattr(args, name) < 1:
+    for name in ("workers", "threads", "heartbeat", "max_failures"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    args.threads = args.threads or max(1, (cpus or 1) // args.workers)
     args.passed = [*_without_workers(raw), "--threads", str(args.threads)]
     return args
 
@@ -767,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_optuna()
     try:
         spec = load_search(args.space, Path("params.yaml"), Path("dvc.yaml"))
-        if args.workers > 1:
+        if args.workers > 1 and not args.child:
             code = spawn_workers(spec, args.storage, args)
         else:
             code = work(spec, args.storage, args)
@@ -776,6 +816,17 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except PipelineError as exc:  # SearchError, or params.yaml refused by the stages' checks
         print(f"mnist-search: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # search/ not writable, a full disk
+        print(f"mnist-search: error: {os_error_message(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the database went away mid-study, say: Optuna's own errors
+        what = " ".join(str(exc).split())
+        print(
+            f"mnist-search: error: {type(exc).__name__}: {what}; run the same command again to "
+            f"resume, and if it repeats, report it",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("mnist-search: interrupted; run the same command again to resume", file=sys.stderr)

@@ -158,7 +158,9 @@ def netrc_login(host: str | None) -> tuple[str, str] | None:
     run sees the file as it is; the password is never logged."""
     path = Path("~/.netrc")
     try:
-        entry = netrc.netrc().authenticators(host or "")
+        # hosts, not authenticators(): that falls back to the `default` entry, whose login
+        # would then go to every mirror, the built-in plain-http ones included.
+        entry = netrc.netrc().hosts.get(host or "")
     except FileNotFoundError:
         return None
     except netrc.NetrcParseError as exc:

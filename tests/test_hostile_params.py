@@ -33,7 +33,7 @@ from mnist_pipeline.config import (
 )
 from mnist_pipeline.datasets import FILES
 from mnist_pipeline.runtime import PipelineError
-from stages.download import download
+from stages.download import download, netrc_login
 from tests.conftest import (
     BIN,
     NOTEBOOK_PARAMS,
@@ -468,3 +468,16 @@ def test_a_cost_out_of_proportion_is_refused_with_its_bound_and_reason(section, 
 def test_the_bounds_accept_the_values_in_use(changes):
     assert MAX_SWEEP_CLUSTERS == 1024 + 1023 + 1022 + 1017 + 10
     parse_params(merged(NOTEBOOK_PARAMS, changes))
+
+
+def test_a_netrc_default_entry_goes_to_no_mirror(tmp_path, monkeypatch):
+    # netrc's authenticators() would hand the `default` login to any host, the built-in
+    # plain-http mirrors among them.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text(f"default login reader password {SECRET}\n")
+    (home / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    assert netrc_login("yann.lecun.com") is None
+    write_netrc(home)
+    assert netrc_login("127.0.0.1") == ("reader", SECRET)

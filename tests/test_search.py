@@ -250,8 +250,11 @@ def test_embedded_study_resumes_after_ctrl_c_and_reuses_the_run_cache(tmp_path, 
     assert "trial 0 (tiny-0) interrupted: marked failed; run again to resume" in out
     assert "Traceback" not in out + err
     assert [t.state.name for t in trials_of(url)] == ["FAIL"]
+    assert list((repo / ".dvc/tmp/exps").glob("tmp*")) == []  # dvc removed its copy
 
-    again = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    # Run as the README says, .venv not activated: dvc and the stages are still the project's.
+    bare = {**env, "PATH": "/usr/bin:/bin"}
+    again = subprocess.run(command, cwd=repo, env=bare, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout + again.stderr
     trials = trials_of(url)
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
@@ -303,9 +306,10 @@ def test_two_machines_share_a_postgresql_study_and_survive_kill_9(
         "--heartbeat",
         "2",
     ]
-    workers = {
-        name: subprocess.Popen(
-            command,
+
+    def start(name: str, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [*command, *extra],
             cwd=clones[name],
             env=env,
             start_new_session=True,
@@ -313,23 +317,24 @@ def test_two_machines_share_a_postgresql_study_and_survive_kill_9(
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for name in ("a", "b")
-    }
 
     def b_is_training() -> bool:
         logs = list((clones["b"] / "search/logs").glob("shared-*.log"))
         return any("Running stage 'train_cnn'" in log.read_text() for log in logs)
 
+    b = start("b")
     wait_until(b_is_training, 600, 0.5)
-    os.killpg(workers["b"].pid, signal.SIGKILL)  # the machine is gone: worker, dvc, stage
-    workers["b"].wait()
-    out, _ = workers["a"].communicate(timeout=900)
-    assert workers["a"].returncode == 0, out
+    # Machine A brings two workers for the one trial left: one must wait, not start a third.
+    a = start("a", "--workers", "2")
+    os.killpg(b.pid, signal.SIGKILL)  # machine B is gone: its worker, dvc and stage
+    b.wait()
+    out, _ = a.communicate(timeout=900)
+    assert a.returncode == 0, out
 
     trials = trials_of(postgres, "shared")
     states = [t.state.name for t in trials]
-    assert states.count("COMPLETE") == 2 and states.count("FAIL") == 1, states
-    assert len({t.number for t in trials}) == len(trials)
+    assert states.count("COMPLETE") == 2 and states.count("FAIL") == 1, (states, out)
+    assert len(trials) == 3  # B's, and one for each of A's workers: none started beyond
     (cut_off,) = [t for t in trials if t.state.name == "FAIL"]
     assert cut_off.user_attrs["worker"]["clone"] == str(clones["b"].resolve())
     done = sorted(f"shared-{t.number}" for t in trials if t.state.name == "COMPLETE")
@@ -342,3 +347,16 @@ def test_two_machines_share_a_postgresql_study_and_survive_kill_9(
             assert found[f"shared-{trial.number}"]["test_accuracy"] == trial.value
     dvc(clones["c"], "exp", "apply", done[0], env=env)
     assert (clones["c"] / "models/cnn.pt").stat().st_size > 10_000
+
+
+def test_workers_get_their_options_whole_and_no_abbreviations(project, capsys):
+    args = search.parse_args(["--workers", "3", "--heartbeat", "5", "--push", "origin"])
+    assert args.passed == ["--heartbeat", "5", "--push", "origin", "--threads", str(args.threads)]
+    for bad in (["--worker", "4"], ["--threads", "0"], ["--workers", "0"]):
+        with pytest.raises(SystemExit) as exit_:
+            search.parse_args(bad)
+        assert exit_.value.code == 2, bad
+    assert search.hide_password("postgresql://u@h/db?password=pw") == (
+        "postgresql://u@h/db?password=xxx"
+    )
+    assert search.hide_password("postgresql://u:pw@h:port/db") == "(an unreadable storage URL)"
