@@ -235,7 +235,12 @@ class Params:
 
 def load_params(path: Path | str = "params.yaml") -> Params:
     """Read and validate params.yaml; raise ParamsError naming the file or the offending key."""
-    path = Path(path)
+    return parse_params(read_params(Path(path)))
+
+
+def read_params(path: Path) -> dict:
+    """The mapping in a params file, after the file checks (read_params_text, no aliases, not
+    too deep, not empty); its keys and values are parse_params' to check."""
     text = read_params_text(path)
     try:
         check_yaml_shape(text, path)
@@ -248,7 +253,7 @@ def load_params(path: Path | str = "params.yaml") -> Params:
             f"{path} is empty (no params in it); restore it with `git checkout {path}`, "
             "or write the keys of the README's params table"
         )
-    return parse_params(raw)
+    return raw
 
 
 def read_params_text(path: Path) -> str:

@@ -130,7 +130,9 @@ def meta_problem(meta: object, n_classes: int | None = None) -> str | None:
             return f"{key} is {type(value).__name__} {value!r}, not a number"
         if not low <= value <= high:  # NaN fails this too
             return f"{key} {value!r} is outside [{low}, {high}]"
-    rule = meta.get("preparation", {"subject": "digit", "box": 20, "center": "mass"})
+    if "preparation" not in meta:  # a model from before models recorded it: MNIST's
+        return None
+    rule = meta["preparation"]
     fields = {"subject": str, "box": int, "center": str}
     if not isinstance(rule, dict) or set(rule) != set(fields):
         return f"preparation is {rule!r}, not a mapping of {', '.join(fields)}"

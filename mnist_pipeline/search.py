@@ -127,7 +127,7 @@ def load_search(path: Path, params_path: Path, dvc_yaml: Path) -> SearchSpec:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"] if part not in _TAGS)
         raise SearchError(f"{path}: {where or 'the file'}: {error['msg']}") from None
-    params = _read_yaml(params_path)
+    params = config.read_params(params_path)
     config.parse_params(params)  # a params.yaml the stages refuse would fail every trial
     for key, distribution in spec.space.items():
         _check_distribution(path, params, key, distribution)
@@ -567,9 +567,8 @@ def completed(study) -> int:
     return sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
 
 
-def work(spec: SearchSpec, url: str, args: argparse.Namespace) -> int:
+def work(study, spec: SearchSpec, url: str, args: argparse.Namespace) -> int:
     """One worker: asks for trials and runs them one at a time until the study is complete."""
-    study = open_study(spec, url, args.heartbeat)
     report = Report(study, spec.trials, bar=sys.stderr.isatty() and not args.child)
     try:
         return _work(study, spec, url, args, report)
@@ -637,10 +636,10 @@ def say(line: str) -> None:
 # --- the command ----------------------------------------------------------------------------
 
 
-def spawn_workers(spec: SearchSpec, url: str, args: argparse.Namespace) -> int:
-    """`--workers N`: N worker processes in this clone, their lines passed through, and a
-    progress bar over the study's completed trials when stderr is a terminal."""
-    study = open_study(spec, url, args.heartbeat)  # created once, before the workers load it
+def spawn_workers(study, spec: SearchSpec, args: argparse.Namespace) -> int:
+    """`--workers N`: N worker processes in this clone (the study is created before they
+    load it), their lines passed through, and a progress bar over the study's completed
+    trials when stderr is a terminal."""
     command = [sys.executable, "-m", "mnist_pipeline.search", *args.passed, "--child"]
     children = [
         subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -807,12 +806,13 @@ def main(argv: list[str] | None = None) -> int:
     quiet_optuna()
     try:
         spec = load_search(args.space, Path("params.yaml"), Path("dvc.yaml"))
+        study = open_study(spec, args.storage, args.heartbeat)
         if args.workers > 1 and not args.child:
-            code = spawn_workers(spec, args.storage, args)
+            code = spawn_workers(study, spec, args)
         else:
-            code = work(spec, args.storage, args)
+            code = work(study, spec, args.storage, args)
         if not args.child:
-            summary(open_study(spec, args.storage, args.heartbeat), spec)
+            summary(study, spec)
         return code
     except PipelineError as exc:  # SearchError, or params.yaml refused by the stages' checks
         print(f"mnist-search: error: {exc}", file=sys.stderr)

@@ -360,3 +360,11 @@ def test_workers_get_their_options_whole_and_no_abbreviations(project, capsys):
         "postgresql://u@h/db?password=xxx"
     )
     assert search.hide_password("postgresql://u:pw@h:port/db") == "(an unreadable storage URL)"
+
+
+def test_params_yaml_gets_the_stages_own_file_checks(project, capsys):
+    write_space(project)
+    (project / "params.yaml").write_text("a: &a [1, 2]\nb: *a\n")  # an alias, as in a bomb
+    assert search.main([]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "params.yaml: line 2: YAML alias *a is not allowed in params" in line, line
