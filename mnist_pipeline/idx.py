@@ -1,4 +1,4 @@
-"""Reading and writing IDX files (the MNIST format), gzip-compressed or plain.
+"""Reading IDX files (the MNIST format), gzip-compressed or plain.
 
 Header: two zero bytes, a type byte (0x08 = unsigned byte), the number of dimensions,
 then one big-endian uint32 per dimension. Images are 3-d (count, 28, 28) with magic
@@ -104,20 +104,3 @@ def read_labels(path: Path | str, max_size: int | None = None) -> np.ndarray:
     if labels.size and labels.max() >= N_CLASSES:
         raise IdxError(f"{path}: label {labels.max()} out of range 0-{N_CLASSES - 1}")
     return labels
-
-
-def write_idx(path: Path | str, array: np.ndarray) -> None:
-    """Write a uint8 array as IDX (gzip-compressed when path ends in .gz)."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload = header + array.tobytes()
-    path = Path(path)
-    if path.suffix == ".gz":
-        # No name and mtime=0 in the gzip header: the same content gives the same bytes.
-        with (
-            open(path, "wb") as raw,
-            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
-        ):
-            gz.write(payload)
-    else:
-        path.write_bytes(payload)

@@ -10,7 +10,7 @@ from ruamel.yaml import YAML
 
 from mnist_pipeline.config import ParamsError, load_params, parse_params
 from mnist_pipeline.datasets import get_dataset
-from tests.conftest import NOTEBOOK_PARAMS, ROOT
+from tests.helpers import NOTEBOOK_PARAMS, ROOT
 
 DEFAULTS = NOTEBOOK_PARAMS
 

@@ -33,15 +33,18 @@ from mnist_pipeline.kmeans import KmeansModel
 from mnist_pipeline.predict import Models, predict_files
 from mnist_pipeline.processed import CNN_IMAGE, FLAT_IMAGE, ProcessedData, load_processed
 from stages.demo_page import N_TEST_IMAGES, build_page, page_data
-from tests.conftest import ROOT, run
-from tests.test_plots_browser import (
+from tests.helpers import (
     ARTIFACTS,
+    ROOT,
+    boot,
     chromium,
     instrumented_copy,
     page_report,
+    rgba,
+    run,
     screenshot,
+    seven,
 )
-from tests.test_predict import boot, rgba, seven
 
 MAX_PAGE_BYTES = 2_000_000
 

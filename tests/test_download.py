@@ -17,7 +17,7 @@ from mnist_pipeline.config import DataParams
 from mnist_pipeline.datasets import DATASETS, FILES, SIZES, Dataset
 from mnist_pipeline.runtime import PipelineError
 from stages.download import download, mirror_list
-from tests.conftest import Hanging, QuietHandler, serve
+from tests.helpers import Hanging, QuietHandler, serve
 
 DEAD = "http://127.0.0.1:9/"  # the discard port: connection refused
 

@@ -21,7 +21,7 @@ from mnist_pipeline.environment import (
     check_installed,
     locked_versions,
 )
-from tests.conftest import BIN, ROOT, changed_stages, dvc, ran_stages, run, set_params
+from tests.helpers import BIN, ROOT, changed_stages, dvc, ran_stages, run, set_params
 
 LOCK = ROOT / "uv.lock"
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import BIN, ROOT, changed_stages, command_env, commit_all, dvc, git, ran_stages
+from tests.helpers import BIN, ROOT, changed_stages, command_env, commit_all, dvc, git, ran_stages
 
 pytestmark = pytest.mark.slow
 

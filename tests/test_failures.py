@@ -27,7 +27,7 @@ from mnist_pipeline.processed import CNN_IMAGE, load_processed, save_processed
 from mnist_pipeline.runtime import PipelineError, atomic_path, run_main, write_json
 from stages import kmeans_sweep, kmeans_test, plot_centroids, train_cnn
 from stages.preprocess import preprocess
-from tests.conftest import (
+from tests.helpers import (
     BIN,
     ROOT,
     TINY_PARAMS,

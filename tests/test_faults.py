@@ -22,7 +22,7 @@ from mnist_pipeline.processed import save_processed
 from mnist_pipeline.runtime import check_free_space, run_main
 from stages import kmeans_sweep
 from stages.preprocess import preprocess
-from tests.conftest import (
+from tests.helpers import (
     BIN,
     ROOT,
     TINY_PARAMS,

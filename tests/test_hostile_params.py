@@ -34,7 +34,7 @@ from mnist_pipeline.config import (
 from mnist_pipeline.datasets import FILES
 from mnist_pipeline.runtime import PipelineError
 from stages.download import download, netrc_login
-from tests.conftest import (
+from tests.helpers import (
     BIN,
     NOTEBOOK_PARAMS,
     ROOT,

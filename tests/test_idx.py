@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from mnist_pipeline.idx import IdxError, read_idx, read_images, read_labels, write_idx
+from mnist_pipeline.idx import IdxError, read_idx, read_images, read_labels
 from stages.preprocess import load_split
-from tests.conftest import ROOT, run
+from tests.helpers import ROOT, run, write_idx
 
 
 def test_round_trip_plain_and_gzip(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.conftest import BIN, ROOT, dvc, keep_only_the_projects_dvc_config, make_repo, run
+from tests.helpers import BIN, ROOT, dvc, keep_only_the_projects_dvc_config, make_repo, run
 
 
 def test_a_test_repo_keeps_its_own_cache(tmp_path):

@@ -14,7 +14,7 @@ import torch
 from sklearn.cluster import MiniBatchKMeans
 
 from mnist_pipeline.cnn import Net, device, evaluate, load_checkpoint, save_checkpoint
-from mnist_pipeline.config import CnnParams, KmeansParams, PreprocessParams
+from mnist_pipeline.config import PreprocessParams
 from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.kmeans import (
     KmeansModel,
@@ -28,14 +28,7 @@ from mnist_pipeline.runtime import PipelineError
 from stages.kmeans_sweep import sweep
 from stages.preprocess import preprocess
 from stages.train_cnn import train
-from tests.conftest import ROOT, run
-
-CNN = CnnParams(
-    seed=1, epochs=2, batch_size=64, test_batch_size=100, lr=0.05, momentum=0.5, log_interval=2
-)
-KMEANS = KmeansParams(
-    n_clusters=(10, 16), test_clusters=16, batch_size=256, n_init=1, max_iter=100, random_state=0
-)
+from tests.helpers import ROOT, TINY_CNN, TINY_KMEANS, run
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +53,7 @@ def test_net_shapes_match_the_notebook():
 
 def test_training_learns_and_is_deterministic(tiny):
     cnn_data, _ = tiny
-    first, second = train(cnn_data, CNN), train(cnn_data, CNN)
+    first, second = train(cnn_data, TINY_CNN), train(cnn_data, TINY_CNN)
     assert first.test_log == second.test_log and first.train_log == second.train_log
     for a, b in zip(
         first.model.state_dict().values(), second.model.state_dict().values(), strict=True
@@ -103,12 +96,12 @@ def test_training_steps_reuse_freed_memory_instead_of_faulting_it_back():
 
 def test_checkpoint_round_trip_is_reproducible(tmp_path, tiny):
     cnn_data, _ = tiny
-    model = train(cnn_data, CNN).model
-    save_checkpoint(tmp_path / "a.pt", model, CNN, cnn_data.meta())
-    save_checkpoint(tmp_path / "b.pt", model, CNN, cnn_data.meta())
+    model = train(cnn_data, TINY_CNN).model
+    save_checkpoint(tmp_path / "a.pt", model, TINY_CNN, cnn_data.meta())
+    save_checkpoint(tmp_path / "b.pt", model, TINY_CNN, cnn_data.meta())
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
     loaded, params, meta, _ = load_checkpoint(tmp_path / "a.pt")
-    assert params["lr"] == CNN.lr and params["epochs"] == CNN.epochs
+    assert params["lr"] == TINY_CNN.lr and params["epochs"] == TINY_CNN.epochs
     # Self-describing: what a user needs to prepare an input and name the answer.
     assert meta == {
         "dataset": "mnist",
@@ -177,7 +170,7 @@ def test_cluster_labels_are_the_majority_label():
 
 def test_kmeans_model_predicts_like_sklearn_and_loads_without_pickle(tmp_path, tiny):
     _, km_data = tiny
-    estimator = fit(km_data.train_x, 16, KMEANS)
+    estimator = fit(km_data.train_x, 16, TINY_KMEANS)
     assert isinstance(estimator, MiniBatchKMeans)
     labels = infer_cluster_labels(estimator.labels_, km_data.train_y, 16)
     centroids = estimator.cluster_centers_.astype("float32")
@@ -202,7 +195,7 @@ def test_kmeans_model_predicts_like_sklearn_and_loads_without_pickle(tmp_path, t
 def test_fit_refuses_more_clusters_than_images(tiny):
     _, km_data = tiny
     with pytest.raises(PipelineError, match="700 clusters need at least as many training images"):
-        fit(km_data.train_x, 700, KMEANS)
+        fit(km_data.train_x, 700, TINY_KMEANS)
 
 
 def test_plot_centroids_does_not_import_scikit_learn():
@@ -213,8 +206,8 @@ def test_plot_centroids_does_not_import_scikit_learn():
 
 
 def test_damaged_checkpoints_are_refused_at_load(tmp_path, tiny):
-    model = train(tiny[0], CNN).model
-    save_checkpoint(tmp_path / "cnn.pt", model, CNN, tiny[0].meta())
+    model = train(tiny[0], TINY_CNN).model
+    save_checkpoint(tmp_path / "cnn.pt", model, TINY_CNN, tiny[0].meta())
     good = (tmp_path / "cnn.pt").read_bytes()
     weights = model.state_dict()["fc1.weight"].numpy().tobytes()
     at = good.index(weights[:64]) + 100
@@ -239,17 +232,17 @@ def test_a_diverging_training_stops_with_an_error(tiny):
     poisoned = dataclasses.replace(cnn_data, train_x=cnn_data.train_x.copy())
     poisoned.train_x[7] = np.inf  # as a diverging step would make the weights
     with pytest.raises(PipelineError, match=r"training loss at epoch 1, batch \d+ is nan"):
-        train(poisoned, CNN)
+        train(poisoned, TINY_CNN)
 
 
 def test_batch_sizes_are_bounded_by_the_data(tiny):
     cnn_data, km_data = tiny
     with pytest.raises(PipelineError, match="cnn.batch_size: 1000000000 is not allowed.*600"):
-        train(cnn_data, dataclasses.replace(CNN, batch_size=10**9))
+        train(cnn_data, dataclasses.replace(TINY_CNN, batch_size=10**9))
     with pytest.raises(PipelineError, match="cnn.test_batch_size: 201 .*at most 200"):
-        train(cnn_data, dataclasses.replace(CNN, test_batch_size=201))
+        train(cnn_data, dataclasses.replace(TINY_CNN, test_batch_size=201))
     with pytest.raises(PipelineError, match="kmeans.batch_size: 601 .*at most 600"):
-        sweep(km_data, dataclasses.replace(KMEANS, batch_size=601))
+        sweep(km_data, dataclasses.replace(TINY_KMEANS, batch_size=601))
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import yaml
 
 from mnist_pipeline.environment import cpu_model
 from mnist_pipeline.kmeans import load_model
-from tests.conftest import changed_stages, commit_all, dvc, git, make_repo, ran_stages, set_params
+from tests.helpers import changed_stages, commit_all, dvc, git, make_repo, ran_stages, set_params
 
 pytestmark = pytest.mark.slow
 

@@ -10,38 +10,13 @@ A screenshot of the unmodified page is kept in test-artifacts/plots.png.
 
 from __future__ import annotations
 
-import html
-import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import dvc
-
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM_TIMEOUT_S = 120
-# Scripts get this much virtual time; it only advances while the page is idle, so a slow
-# machine does not make the check flaky.
-VIRTUAL_TIME_BUDGET_MS = 10_000
-OFFLINE_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--hide-scrollbars",
-    # Every http(s) fetch goes to a closed port (loopback included), and no name resolves.
-    "--proxy-server=127.0.0.1:9",
-    "--proxy-bypass-list=<-loopback>",
-    "--host-resolver-rules=MAP * ~NOTFOUND",
-    f"--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}",
-)
+from tests.helpers import dvc, instrumented_copy, page_report, screenshot
 
 # First thing in <head>: wrap the `vegaEmbed` global as soon as vega-embed defines it, so
 # the page's own `vegaEmbed('#id', spec)` calls hand us their promises.
@@ -137,59 +112,6 @@ def declared_plots(repo: Path) -> tuple[list[str], list[str]]:
             (props,) = entry.values()
             titles.append(props["title"])
     return titles, images
-
-
-def chromium(binary: str, *args: str, profile: Path) -> str:
-    """Run headless Chromium with the network cut off and a fresh profile; return stdout."""
-    result = subprocess.run(
-        [binary, *OFFLINE_FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
-        timeout=CHROMIUM_TIMEOUT_S,
-    )
-    assert result.returncode == 0, f"chromium exited {result.returncode}:\n{result.stderr}"
-    return result.stdout
-
-
-def screenshot(binary: str, url: str, name: str, window: str, profile: Path) -> None:
-    """Keep a screenshot of `url` (window "WIDTH,HEIGHT") as test-artifacts/NAME."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    path.unlink(missing_ok=True)
-    chromium(binary, f"--screenshot={path}", f"--window-size={window}", url, profile=profile)
-    assert path.is_file() and path.stat().st_size > 0
-
-
-def instrumented_copy(page: Path, copy: Path, head_js: str, end_js: str) -> Path:
-    """A copy of `page` at `copy`, with `head_js` run before the page's own scripts and
-    `end_js` after them."""
-    source = page.read_text(encoding="utf-8")
-    # Inlined scripts may mention <head> and </body> in strings (vega-embed does): take the
-    # first <head> (the page's own comes before any script) and the last </body>.
-    head, body_end = source.find("<head>"), source.rfind("</body>")
-    assert 0 <= head < body_end, "no <head> ... </body> in the page"
-    source = (
-        source[:head]
-        + f"<head><script>{head_js}</script>"
-        + source[head + len("<head>") : body_end]
-        + f"<script>{end_js}</script>"
-        + source[body_end:]
-    )
-    copy.write_text(source, encoding="utf-8")
-    return copy
-
-
-def page_report(binary: str, copy: Path, report_id: str, profile: Path) -> dict:
-    """Open an instrumented copy in headless Chromium and return the JSON report its check
-    script wrote into <pre id=REPORT_ID>; the page must have had no script errors and
-    fetched nothing but file: and data: URLs."""
-    dom = chromium(binary, "--dump-dom", copy.as_uri(), profile=profile)
-    match = re.search(rf'<pre id="{report_id}">(.*?)</pre>', dom, re.DOTALL)
-    assert match, f"the page never reported; dumped DOM ends with:\n{dom[-2000:]}"
-    report = json.loads(html.unescape(match.group(1)))
-    assert report["errors"] == []
-    assert [url for url in report["fetched"] if not url.startswith(("file:", "data:"))] == []
-    return report
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from mnist_pipeline.cnn import Net, save_checkpoint
 from mnist_pipeline.datasets import get_dataset, preparation_of
@@ -17,36 +17,11 @@ from mnist_pipeline.digits import BlankImageError, prepare
 from mnist_pipeline.kmeans import KmeansModel, save_model
 from mnist_pipeline.predict import Models, main, model_paths, predict_files
 from mnist_pipeline.runtime import PipelineError
-from tests.conftest import BIN, ROOT, run
-from tests.test_models import CNN
+from tests.helpers import BIN, ROOT, TINY_CNN, boot, rgba, run, seven
 
 CLASSES = tuple(str(d) for d in range(10))
 MNIST = get_dataset("mnist").preparation
 FASHION = get_dataset("fashion-mnist").preparation
-
-
-def seven(width: int, height: int, ink: str = "black", paper: str = "white") -> Image.Image:
-    """A hand-drawn-looking 7 filling most of a width x height picture."""
-    image = Image.new("RGB", (width, height), paper)
-    draw = ImageDraw.Draw(image)
-    w, h = width, height
-    stroke = max(2, min(w, h) // 12)
-    draw.line([(0.25 * w, 0.2 * h), (0.75 * w, 0.2 * h), (0.45 * w, 0.85 * h)], ink, stroke)
-    draw.line([(0.35 * w, 0.5 * h), (0.65 * w, 0.5 * h)], ink, stroke)
-    return image
-
-
-def boot(width: int, height: int) -> Image.Image:
-    """A filled ankle boot, dark on light: a shaft on the left, a foot along the bottom."""
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.rectangle([0.1 * width, 0.1 * height, 0.45 * width, 0.9 * height], "black")
-    draw.rectangle([0.1 * width, 0.6 * height, 0.9 * width, 0.9 * height], "black")
-    return image
-
-
-def rgba(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGBA"))
 
 
 def ink_extent(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +99,7 @@ def test_blank_pictures_are_refused():
 def write_models(directory: Path, meta: dict) -> list[str]:
     """An untrained CNN and random centroids: enough to check what the command prints."""
     torch.manual_seed(0)
-    save_checkpoint(directory / "cnn.pt", Net(), CNN, meta)
+    save_checkpoint(directory / "cnn.pt", Net(), TINY_CNN, meta)
     centroids = np.random.default_rng(0).random((16, 784), dtype=np.float32)
     save_model(directory / "kmeans.npz", KmeansModel(centroids, np.arange(16) % 10, CLASSES))
     return ["--cnn", str(directory / "cnn.pt"), "--kmeans", str(directory / "kmeans.npz")]

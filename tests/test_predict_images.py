@@ -22,7 +22,7 @@ from mnist_pipeline.digits import prepare
 from mnist_pipeline.kmeans import KmeansModel, save_model
 from mnist_pipeline.predict import MAX_PIXELS, SIDE, Models, main, predict_files, read_image
 from mnist_pipeline.runtime import PipelineError
-from tests.conftest import BIN, command_env
+from tests.helpers import BIN, command_env
 
 CLASSES = tuple(str(d) for d in range(10))
 MNIST = get_dataset("mnist").preparation

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mnist_pipeline import runtime
 from mnist_pipeline.runtime import progress
-from tests.conftest import ROOT, write_params
+from tests.helpers import ROOT, write_params
 
 
 def run_download(workdir: Path, mirror: str, terminal: bool) -> str:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.conftest import ROOT, git, run
+from tests.helpers import ROOT, git, run
 
 README = (ROOT / "README.md").read_text()
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from mnist_pipeline import search
-from tests.conftest import (
+from tests.helpers import (
     BIN,
     ROOT,
     command_env,
