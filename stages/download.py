@@ -186,61 +186,84 @@ def netrc_login(host: str | None) -> tuple[str, str] | None:
 
 
 def _fetch_url(url: str, dest: Path, name: str) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "mnist-dvc-pipeline"})
     host = urllib.parse.urlsplit(url).hostname
     login = netrc_login(host)
-    if login is not None:
-        token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode("ascii")
-        # Unredirected: urllib copies ordinary headers to a redirect's target, another host.
-        request.add_unredirected_header("Authorization", f"Basic {token}")
-    limit = max_gz_bytes(name)
     seconds = DEADLINE_BASE_S + SIZES[name] / DEADLINE_RATE
     try:
         with (
             _deadline(seconds),
-            urllib.request.urlopen(request, timeout=READ_TIMEOUT_S) as response,
+            urllib.request.urlopen(_request(url, login), timeout=READ_TIMEOUT_S) as response,
         ):
-            total = int(response.headers.get("Content-Length") or 0) or None
-            if total is not None and total > limit:
-                raise MirrorError(f"announces {total} bytes, more than {name}.gz can be")
-            with (
-                open(dest, "wb") as out,
-                tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    desc=dest.name,
-                    disable=None,  # no bar unless stderr is a terminal
-                    leave=False,
-                ) as bar,
-            ):
-                while chunk := response.read(CHUNK):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-                    if out.tell() > limit:
-                        raise MirrorError(f"sent over {limit} bytes, more than {name}.gz can be")
-    except _Expired:
-        raise MirrorError(f"not done within the file's {seconds:.3g} s", unreachable=True) from None
-    except urllib.error.HTTPError as exc:
-        hint = ""
-        if exc.code == 401:
-            hint = (
-                f"; ~/.netrc's login for {host} was refused"
-                if login
-                else f"; it needs a login: add `machine {host} login USER password PASSWORD` "
-                "to ~/.netrc"
-            )
-        raise MirrorError(f"HTTP {exc.code} {exc.reason}{hint}") from None
-    except urllib.error.URLError as exc:
-        raise MirrorError(f"cannot connect ({exc.reason})", unreachable=True) from None
-    except TimeoutError:
-        raise MirrorError(f"no data for {READ_TIMEOUT_S} s", unreachable=True) from None
-    except (OSError, http.client.HTTPException) as exc:
-        if getattr(exc, "errno", None) in DISK_FULL:
+            total = _save_body(response, dest, name)
+    except (_Expired, OSError, http.client.HTTPException) as exc:
+        problem = _mirror_problem(exc, seconds, host, login)
+        if problem is None:
             raise
-        raise MirrorError(f"connection failed ({exc!r})") from None
+        raise problem from None
     if total is not None and dest.stat().st_size != total:
         raise MirrorError(f"truncated: got {dest.stat().st_size} of {total} bytes")
+
+
+def _request(url: str, login: tuple[str, str] | None) -> urllib.request.Request:
+    request = urllib.request.Request(url, headers={"User-Agent": "mnist-dvc-pipeline"})
+    if login is not None:
+        token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode("ascii")
+        # Unredirected: urllib copies ordinary headers to a redirect's target, another host.
+        request.add_unredirected_header("Authorization", f"Basic {token}")
+    return request
+
+
+def _save_body(response, dest: Path, name: str) -> int | None:
+    """Write the response's body to dest, at most what NAME.gz can be; return the announced
+    length (None when the server gave none)."""
+    limit = max_gz_bytes(name)
+    total = int(response.headers.get("Content-Length") or 0) or None
+    if total is not None and total > limit:
+        raise MirrorError(f"announces {total} bytes, more than {name}.gz can be")
+    with (
+        open(dest, "wb") as out,
+        tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            desc=dest.name,
+            disable=None,  # no bar unless stderr is a terminal
+            leave=False,
+        ) as bar,
+    ):
+        while chunk := response.read(CHUNK):
+            out.write(chunk)
+            bar.update(len(chunk))
+            if out.tell() > limit:
+                raise MirrorError(f"sent over {limit} bytes, more than {name}.gz can be")
+    return total
+
+
+def _mirror_problem(
+    exc: BaseException, seconds: float, host: str | None, login: tuple[str, str] | None
+) -> MirrorError | None:
+    """What a failed fetch says about the mirror; None for a full disk, which is ours."""
+    match exc:
+        case _Expired():
+            return MirrorError(f"not done within the file's {seconds:.3g} s", unreachable=True)
+        case urllib.error.HTTPError(code=401):
+            hint = (
+                f"~/.netrc's login for {host} was refused"
+                if login
+                else f"it needs a login: add `machine {host} login USER password PASSWORD` "
+                "to ~/.netrc"
+            )
+            return MirrorError(f"HTTP 401 {exc.reason}; {hint}")
+        case urllib.error.HTTPError():
+            return MirrorError(f"HTTP {exc.code} {exc.reason}")
+        case urllib.error.URLError():
+            return MirrorError(f"cannot connect ({exc.reason})", unreachable=True)
+        case TimeoutError():
+            return MirrorError(f"no data for {READ_TIMEOUT_S} s", unreachable=True)
+        case _ if getattr(exc, "errno", None) in DISK_FULL:
+            return None
+        case _:
+            return MirrorError(f"connection failed ({exc!r})")
 
 
 class _Expired(Exception):

@@ -81,66 +81,92 @@ def train(
     """
     check_batch_size("cnn.batch_size", params.batch_size, len(data.train_y), "training images")
     check_batch_size("cnn.test_batch_size", params.test_batch_size, len(data.test_y), "test images")
-    torch.manual_seed(params.seed)
     dev = dev or torch.device("cpu")
+    model = seeded_net(params.seed, dev)
+    optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum)
+    x = torch.from_numpy(data.train_x).to(dev)
+    y = torch.from_numpy(data.train_y).to(dev)
+    shuffle = torch.Generator().manual_seed(params.seed)
+    result = TrainResult(model, train_log=[], test_log=[], epoch_seconds=[])
+    for epoch in range(1, params.epochs + 1):
+        started = time.perf_counter()
+        order = torch.randperm(len(x), generator=shuffle).to(dev)
+        result.train_log += train_epoch(model, optimizer, x, y, order, epoch, params, live)
+        result.epoch_seconds.append(time.perf_counter() - started)
+        result.test_log.append(evaluate_epoch(model, data, epoch, params, live))
+        log.info(
+            "epoch %d/%d train_loss %.4f test_loss %.4f test_accuracy %.4f (%.1f s)",
+            epoch,
+            params.epochs,
+            result.train_log[-1]["loss"],
+            result.test_log[-1]["test_loss"],
+            result.test_log[-1]["test_accuracy"],
+            time.perf_counter() - started,
+        )
+    # Back to the default layout, so that checkpoints hold ordinary contiguous tensors.
+    result.model = model.cpu().to(memory_format=torch.contiguous_format)
+    return result
+
+
+def seeded_net(seed: int, dev: torch.device) -> Net:
+    """A fresh Net, its weights drawn from `seed`, on `dev` in the layout training uses."""
+    torch.manual_seed(seed)
     if dev.type == "cuda":
         # cuDNN may otherwise pick non-deterministic convolution algorithms.
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     # channels_last (NHWC): oneDNN's convolutions and above all max-pooling run about 1.5x
     # faster per step in this layout on CPU. Same network, same batches, same arithmetic.
-    model = Net().to(dev, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum)
-    x = torch.from_numpy(data.train_x).to(dev)
-    y = torch.from_numpy(data.train_y).to(dev)
-    shuffle = torch.Generator().manual_seed(params.seed)
+    return Net().to(dev, memory_format=torch.channels_last)
+
+
+def train_epoch(
+    model: Net,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    order: torch.Tensor,
+    epoch: int,
+    params: CnnParams,
+    live: Live | None,
+) -> list[dict]:
+    """One pass over x, y in batches taken in `order`; return the logged training losses."""
+    model.train()
     n_batches = (len(x) + params.batch_size - 1) // params.batch_size
-    train_log, test_log, epoch_seconds = [], [], []
+    logged = []
+    batches = progress(range(n_batches), desc=f"epoch {epoch}/{params.epochs}", unit="batches")
+    for batch in batches:
+        index = order[batch * params.batch_size : (batch + 1) * params.batch_size]
+        optimizer.zero_grad()
+        loss = F.nll_loss(model(x[index]), y[index])
+        loss.backward()
+        optimizer.step()
+        if batch % params.log_interval == 0:
+            step = (epoch - 1) * n_batches + batch
+            # Checked where the loss is read anyway: once a weight is NaN, every later
+            # loss is too, so the check sees it within log_interval batches.
+            value = loss.item()
+            _require_finite(value, f"the training loss at epoch {epoch}, batch {batch}")
+            logged.append({"step": step, "epoch": epoch, "loss": value})
+            if live:
+                live.step = step
+                live.log_metric("train/loss", value)
+    return logged
 
-    for epoch in range(1, params.epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(x), generator=shuffle).to(dev)
-        batches = progress(range(n_batches), desc=f"epoch {epoch}/{params.epochs}", unit="batches")
-        for batch in batches:
-            index = order[batch * params.batch_size : (batch + 1) * params.batch_size]
-            optimizer.zero_grad()
-            loss = F.nll_loss(model(x[index]), y[index])
-            loss.backward()
-            optimizer.step()
-            if batch % params.log_interval == 0:
-                step = (epoch - 1) * n_batches + batch
-                # Checked where the loss is read anyway: once a weight is NaN, every later
-                # loss is too, so the check sees it within log_interval batches.
-                value = loss.item()
-                _require_finite(value, f"the training loss at epoch {epoch}, batch {batch}")
-                train_log.append({"step": step, "epoch": epoch, "loss": value})
-                if live:
-                    live.step = step
-                    live.log_metric("train/loss", value)
-        epoch_seconds.append(time.perf_counter() - started)
 
-        test_loss, predictions = evaluate(model, data.test_x, data.test_y, params.test_batch_size)
-        _require_finite(test_loss, f"the test loss after epoch {epoch}")
-        test_accuracy = accuracy(data.test_y, predictions)
-        test_log.append({"epoch": epoch, "test_loss": test_loss, "test_accuracy": test_accuracy})
-        if live:
-            live.step = epoch
-            live.log_metric("test/loss", test_loss)
-            live.log_metric("test/accuracy", test_accuracy)
-            live.next_step()  # writes metrics.json: the latest epoch, while training goes on
-        log.info(
-            "epoch %d/%d train_loss %.4f test_loss %.4f test_accuracy %.4f (%.1f s)",
-            epoch,
-            params.epochs,
-            train_log[-1]["loss"],
-            test_loss,
-            test_accuracy,
-            time.perf_counter() - started,
-        )
-    # Back to the default layout, so that checkpoints hold ordinary contiguous tensors.
-    model = model.cpu().to(memory_format=torch.contiguous_format)
-    return TrainResult(model, train_log, test_log, epoch_seconds)
+def evaluate_epoch(
+    model: Net, data: ProcessedData, epoch: int, params: CnnParams, live: Live | None
+) -> dict:
+    """Test after an epoch; with `live`, write the epoch's metrics for `dvc exp show`."""
+    test_loss, predictions = evaluate(model, data.test_x, data.test_y, params.test_batch_size)
+    _require_finite(test_loss, f"the test loss after epoch {epoch}")
+    test_accuracy = accuracy(data.test_y, predictions)
+    if live:
+        live.step = epoch
+        live.log_metric("test/loss", test_loss)
+        live.log_metric("test/accuracy", test_accuracy)
+        live.next_step()  # writes metrics.json: the latest epoch, while training goes on
+    return {"epoch": epoch, "test_loss": test_loss, "test_accuracy": test_accuracy}
 
 
 def _require_finite(loss: float, what: str) -> None:
