@@ -14,6 +14,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -104,6 +105,18 @@ def check_free_space(path: Path, needed: int) -> None:
             f"{path}: needs about {needed / 1024:,.0f} KiB, its disk has "
             f"{free / 1024:,.0f} KiB free; free some space there, then run again"
         )
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, from its st_mode: for an error message."""
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def os_error_message(exc: OSError, path: Path | str | None = None) -> str:
