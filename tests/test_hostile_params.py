@@ -31,6 +31,7 @@ from mnist_pipeline.config import (
     ParamsError,
     load_params,
     parse_params,
+    redact_url,
 )
 from mnist_pipeline.datasets import FILES
 from mnist_pipeline.runtime import PipelineError
@@ -145,6 +146,24 @@ def test_a_url_given_where_the_list_is_meant_is_not_repeated_either():
     with pytest.raises(ParamsError, match="data.mirrors: expected a list") as caught:
         parse_params(raw)
     assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (SECRET_URLS[0], "http://***@127.0.0.1:9/mnist/"),
+        (SECRET_URLS[2], "http://127.0.0.1:9/mnist/?***"),
+        # Study storages (mnist-search --storage): libpq also takes ?password=, and a port
+        # that is not a number is no reason to show the rest.
+        (f"postgresql://u@h/db?password={SECRET}", "postgresql://***@h/db?***"),
+        (f"postgresql://u:{SECRET}@h:port/db", "postgresql://***@h:port/db"),
+        ("sqlite:///search/optuna.db", "sqlite:///search/optuna.db"),
+        ("/data/copies@host?v=1", "/data/copies@host?v=1"),  # a local path, shown as it is
+        (f"http://[::1:{SECRET}@h/", "(a malformed URL)"),
+    ],
+)
+def test_urls_are_shown_without_their_secrets(url, shown):
+    assert redact_url(url) == shown
 
 
 def test_local_folders_may_hold_at_signs(tmp_path):
