@@ -2,14 +2,16 @@
 
 `load_params` turns params.yaml into frozen dataclasses, one per section, which pydantic
 checks as they are declared below: unknown and missing keys, strict types (no `"5"` or
-`true` where a number is meant, an int is taken as a float), bounds, finite floats. The
-first error becomes one line that names the key (`parse_params`). The file is read with
-the YAML 1.2 rules DVC reads it with (ruamel.yaml), so both see the same values: `1e-3`
-is a float.
+`true` for a number; an int is fine where a float is meant), bounds, finite floats. The
+first error becomes one line that names the key (`parse_params`). Made in Python (a
+test's `CnnParams(...)`), the dataclasses check themselves too and raise pydantic's
+ValidationError. The file is read with the YAML 1.2 rules DVC reads it with
+(ruamel.yaml), so both see the same values: `1e-3` is a float.
 
-Every stage loads and checks the whole file, then gives its work function only the
-sections it declares in dvc.yaml: so a bad value in any section (one `kmeans.*` value)
-stops whichever stage runs, `download` included, before it does any work.
+A stage that takes params loads and checks the whole file, not only its own section, then
+hands its work function just the section (or keys) dvc.yaml lists for it. So one bad value
+anywhere, a `kmeans.*` one say, stops `download` too, before any work: whichever stage
+runs first reports it.
 
 Before it is parsed, the file must be a regular file of at most MAX_PARAMS_BYTES of UTF-8
 text, with no YAML aliases and no deeper nesting than MAX_DEPTH. `python -m
