@@ -267,7 +267,7 @@ class Params:
     compute: ComputeParams
 
 
-SECTIONS = tuple(f.name for f in fields(Params))
+_SECTIONS = tuple(f.name for f in fields(Params))
 _PARAMS = TypeAdapter(Params)
 
 
@@ -414,9 +414,9 @@ def _order(error: dict) -> tuple[int, int]:
     (unknown, then missing) before its values, as a reader of the file would fix them."""
     loc, kind = error["loc"], error["type"]
     rank = 0 if kind in _UNKNOWN else 1 if kind in _MISSING else 2
-    if not loc or loc[0] not in SECTIONS or (len(loc) == 1 and rank < 2):
+    if not loc or loc[0] not in _SECTIONS or (len(loc) == 1 and rank < 2):
         return (-1, rank)
-    return (SECTIONS.index(loc[0]), rank)
+    return (_SECTIONS.index(loc[0]), rank)
 
 
 def _key(loc: tuple) -> str:
