@@ -1,9 +1,17 @@
 """Typed, validated view of params.yaml: the one place the file is read.
 
-`load_params` turns params.yaml into frozen dataclasses, one per section, and rejects
-unknown keys, missing keys, wrong types and impossible values with a message that
-names the key. Stages receive only their own section. The file is read with the YAML 1.2
-rules DVC reads it with (ruamel.yaml), so both see the same values: `1e-3` is a float.
+`load_params` turns params.yaml into frozen dataclasses, one per section, which pydantic
+checks as they are declared below: unknown and missing keys, strict types (no `"5"` or
+`true` for a number; an int is fine where a float is meant), bounds, finite floats. The
+first error becomes one line that names the key (`parse_params`). Made in Python (a
+test's `CnnParams(...)`), the dataclasses check themselves too and raise pydantic's
+ValidationError. The file is read with the YAML 1.2 rules DVC reads it with
+(ruamel.yaml), so both see the same values: `1e-3` is a float.
+
+A stage that takes params loads and checks the whole file, not only its own section, then
+hands its work function just the section (or keys) dvc.yaml lists for it. So one bad value
+anywhere, a `kmeans.*` one say, stops `download` too, before any work: whichever stage
+runs first reports it.
 
 Before it is parsed, the file must be a regular file of at most MAX_PARAMS_BYTES of UTF-8
 text, with no YAML aliases and no deeper nesting than MAX_DEPTH. `python -m
@@ -14,20 +22,35 @@ something goes wrong").
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import stat
 import sys
 import typing
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
+from typing import Annotated, Literal, NamedTuple
 
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent
 
-from mnist_pipeline.runtime import PipelineError, os_error_message
+from mnist_pipeline.runtime import PipelineError, file_kind, os_error_message
 
 # params.yaml is about 2 KB; a larger file is not a params file (a symlink to /dev/zero took
 # DVC and the stage to 3.7 GB).
@@ -55,38 +78,63 @@ class ParamsError(PipelineError):
     """params.yaml is missing, malformed, or holds a value a stage cannot use."""
 
 
-@dataclass(frozen=True)
-class DataParams:
-    dataset: str
-    mirrors: tuple[str, ...]
-    verify: bool  # data.dataset is checked by mnist_pipeline.datasets.get_dataset, where it is used
+class Why(NamedTuple):
+    """Why a param's bound is where it is: said after the bound in the message that refuses
+    a value below it (`low`) or above it (`high`)."""
 
-    def check(self) -> None:
-        for mirror in self.mirrors:
-            check_mirror(mirror, "data.mirrors")
+    low: str = ""
+    high: str = ""
+
+
+def _refused(message: str) -> PydanticCustomError:
+    """A check of our own that failed: `message` is its whole line, key first."""
+    return PydanticCustomError("refused", "{message}", {"message": message})
+
+
+def _tuple_from_list(value: object) -> object:
+    # YAML gives lists, the frozen params hold tuples; null is an empty list. Anything
+    # else fails the strict tuple check ("expected a list").
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _mirror_without_secret(mirror: str) -> str:
+    problem = _mirror_problem(mirror)
+    if problem:
+        raise _refused(f"data.mirrors: {problem}")
+    return mirror
 
 
 def check_mirror(mirror: str, where: str) -> None:
     """Refuse a mirror URL that holds a secret: a param is written into dvc.lock, which users
     commit, and into every log line about that mirror. The message never repeats it."""
+    problem = _mirror_problem(mirror)
+    if problem:
+        raise ParamsError(f"{where}: {problem}")
+
+
+def _mirror_problem(mirror: str) -> str | None:
+    """What is wrong with `mirror` as a mirror (check_mirror), without repeating a secret."""
     try:
         parts = urllib.parse.urlsplit(mirror)
     except ValueError:  # a malformed IPv6 host: say which entry, not what it holds
-        raise ParamsError(f"{where}: {redact_url(mirror)} is not a valid URL") from None
+        return f"{redact_url(mirror)} is not a valid URL"
     if not parts.netloc:
-        return  # a local directory, where `@` or `?` is only part of a file name
+        return None  # a local directory, where `@` or `?` is only part of a file name
     if "@" in parts.netloc:
-        raise ParamsError(
-            f"{where}: {redact_url(mirror)} holds a user name or password, which DVC would "
-            f"write into dvc.lock; remove it, and put the login in ~/.netrc instead "
+        return (
+            f"{redact_url(mirror)} holds a user name or password, which DVC would write into "
+            f"dvc.lock; remove it, and put the login in ~/.netrc instead "
             f"(`machine {parts.hostname} login USER password PASSWORD`, README)"
         )
     if parts.query or parts.fragment:
-        raise ParamsError(
-            f"{where}: {redact_url(mirror)} has a query or fragment (`?...`, `#...`): the file "
-            f"names are appended to a mirror's URL; give the folder's URL, and a login in "
+        return (
+            f"{redact_url(mirror)} has a query or fragment (`?...`, `#...`): the file names "
+            f"are appended to a mirror's URL; give the folder's URL, and a login in "
             f"~/.netrc if it needs one"
         )
+    return None
 
 
 def redact_url(text: str) -> str:
@@ -111,126 +159,116 @@ def redact_url(text: str) -> str:
     )
 
 
-@dataclass(frozen=True)
+# Every section: no keys beyond its fields, no NaN or infinity, and no input values in
+# pydantic's own error text (a mirror URL may hold a password).
+_SECTION = ConfigDict(extra="forbid", allow_inf_nan=False, hide_input_in_errors=True)
+
+Count = Annotated[StrictInt, Field(ge=1)]
+Mirror = Annotated[StrictStr, AfterValidator(_mirror_without_secret)]
+
+
+@dataclass(frozen=True, config=_SECTION)
+class DataParams:
+    dataset: StrictStr  # checked by mnist_pipeline.datasets.get_dataset, where it is used
+    # Tried in order; empty (or null): the data set's own mirrors.
+    mirrors: Annotated[tuple[Mirror, ...], Strict(), BeforeValidator(_tuple_from_list)]
+    verify: StrictBool  # check the decompressed files' md5s against the data set's
+
+
+@dataclass(frozen=True, config=_SECTION)
 class PreprocessParams:
-    mean: float
-    std: float
-
-    def check(self) -> None:
-        _require(0.0 <= self.mean <= 1.0, "preprocess.mean", self.mean, "between 0 and 1")
-        # Pixels are in [0, 1], so their spread is at most 0.5: a std far below that makes
-        # huge inputs (1e-300 overflows float32 to inf).
-        _require(0.001 <= self.std <= 1.0, "preprocess.std", self.std, "between 0.001 and 1")
+    mean: Annotated[StrictFloat, Field(ge=0, le=1)]
+    # Pixels are in [0, 1], so their spread is at most 0.5: a std far below that makes
+    # huge inputs (1e-300 overflows float32 to inf).
+    std: Annotated[StrictFloat, Field(ge=0.001, le=1)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class CnnParams:
-    seed: int
-    epochs: int
-    batch_size: int
-    test_batch_size: int
-    lr: float
-    momentum: float
-    log_interval: int
-
-    def check(self) -> None:
-        for key in ("epochs", "batch_size", "test_batch_size", "log_interval"):
-            _require(getattr(self, key) >= 1, f"cnn.{key}", getattr(self, key), "at least 1")
-        _require(
-            self.batch_size <= MAX_CNN_BATCH,
-            "cnn.batch_size",
-            self.batch_size,
-            f"at most {MAX_CNN_BATCH}: each image in a training batch holds about 65 KB "
-            f"(a peak of 1.1 GB at {MAX_CNN_BATCH}; 60000 took 5.0 GB), and a batch that large "
-            "leaves a few SGD steps per epoch (the notebook's is 64)",
-        )
-        _require(
-            self.test_batch_size <= MAX_CNN_TEST_BATCH,
-            "cnn.test_batch_size",
-            self.test_batch_size,
-            f"at most {MAX_CNN_TEST_BATCH}, the test set's size (each image of a test batch "
-            "holds about 44 KB)",
-        )
-        _require(0 < self.lr <= 10, "cnn.lr", self.lr, "greater than 0 and at most 10")
-        _require(0.0 <= self.momentum < 1.0, "cnn.momentum", self.momentum, "in [0, 1)")
-        _require(0 <= self.seed < 2**63, "cnn.seed", self.seed, "in [0, 2**63)")
+    seed: Annotated[StrictInt, Field(ge=0, lt=2**63)]
+    epochs: Count
+    batch_size: Annotated[
+        StrictInt,
+        Field(ge=1, le=MAX_CNN_BATCH),
+        Why(
+            high=f": each image in a training batch holds about 65 KB (a peak of 1.1 GB at "
+            f"{MAX_CNN_BATCH}; 60000 took 5.0 GB), and a batch that large leaves a few SGD "
+            "steps per epoch (the notebook's is 64)"
+        ),
+    ]
+    test_batch_size: Annotated[
+        StrictInt,
+        Field(ge=1, le=MAX_CNN_TEST_BATCH),
+        Why(high=", the test set's size (each image of a test batch holds about 44 KB)"),
+    ]
+    lr: Annotated[StrictFloat, Field(gt=0, le=10)]
+    momentum: Annotated[StrictFloat, Field(ge=0, lt=1)]
+    log_interval: Count
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class KmeansParams:
-    n_clusters: tuple[int, ...]
-    test_clusters: int
-    batch_size: int
-    n_init: int
-    max_iter: int
-    random_state: int
+    n_clusters: Annotated[
+        tuple[Annotated[StrictInt, Field(ge=10, le=MAX_CLUSTERS)], ...],
+        Strict(),
+        BeforeValidator(_tuple_from_list),
+        Field(min_length=1),
+        Why(
+            low=" (one per class)",
+            high=f": a fit on 60000 images took 8 s for {MAX_CLUSTERS} clusters and 35 s "
+            f"for 2048, growing faster than the count, and {MAX_CLUSTERS} clusters already "
+            "have about 60 images each (the notebook's largest count is 256)",
+        ),
+    ]
+    test_clusters: StrictInt
+    batch_size: Count
+    n_init: Count
+    max_iter: Count
+    random_state: Annotated[StrictInt, Field(ge=0, lt=2**32)]
 
-    def check(self) -> None:
-        _require(len(self.n_clusters) > 0, "kmeans.n_clusters", [], "a non-empty list")
-        for k in self.n_clusters:
-            _require(k >= 10, "kmeans.n_clusters", k, "at least 10 (one per class)")
-            _require(
-                k <= MAX_CLUSTERS,
-                "kmeans.n_clusters",
-                k,
-                f"at most {MAX_CLUSTERS}: a fit on 60000 images took 8 s for {MAX_CLUSTERS} "
-                "clusters and 35 s for 2048, growing faster than the count, and "
-                f"{MAX_CLUSTERS} clusters already have about 60 images each (the notebook's "
-                "largest count is 256)",
+    @model_validator(mode="after")
+    def _check_sweep(self) -> KmeansParams:
+        counts = list(self.n_clusters)
+        if sum(counts) > MAX_SWEEP_CLUSTERS:
+            raise _refused(
+                f"kmeans.n_clusters: {counts!r} is not allowed; it must be counts that add up "
+                f"to at most {MAX_SWEEP_CLUSTERS}: the sweep takes about 8 ms per cluster on "
+                "60000 images, so its time is about the sum (the notebook's sweep adds up to 526)"
             )
-        _require(
-            sum(self.n_clusters) <= MAX_SWEEP_CLUSTERS,
-            "kmeans.n_clusters",
-            list(self.n_clusters),
-            f"counts that add up to at most {MAX_SWEEP_CLUSTERS}: the sweep takes about 8 ms "
-            f"per cluster on 60000 images, so its time is about the sum (the notebook's sweep "
-            "adds up to 526)",
-        )
-        _require(
-            len(set(self.n_clusters)) == len(self.n_clusters),
-            "kmeans.n_clusters",
-            list(self.n_clusters),
-            "a list without repeats",
-        )
-        if self.test_clusters not in self.n_clusters:
-            raise ParamsError(
+        if len(set(counts)) < len(counts):
+            raise _refused(
+                f"kmeans.n_clusters: {counts!r} is not allowed; it must be a list without repeats"
+            )
+        if self.test_clusters not in counts:
+            raise _refused(
                 f"kmeans.test_clusters: {self.test_clusters} is not in kmeans.n_clusters "
-                f"{list(self.n_clusters)}; set it to one of those counts "
-                f"(e.g. -S kmeans.test_clusters={max(self.n_clusters)}) or add it to the sweep"
+                f"{counts}; set it to one of those counts "
+                f"(e.g. -S kmeans.test_clusters={max(counts)}) or add it to the sweep"
             )
-        for key in ("batch_size", "n_init", "max_iter"):
-            _require(getattr(self, key) >= 1, f"kmeans.{key}", getattr(self, key), "at least 1")
-        _require(
-            0 <= self.random_state < 2**32,
-            "kmeans.random_state",
-            self.random_state,
-            "in [0, 2**32)",
-        )
+        return self
 
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class ComputeParams:
     """How the work runs: float results depend on both (the last digits), so they are params
     and DVC re-runs, or restores from its run-cache, by them."""
 
-    threads: int  # torch's and scikit-learn's threads in each stage
-    device: str  # where train_cnn trains: auto (a GPU torch finds, else the CPU) or one of DEVICES
-
-    def check(self) -> None:
-        _require(1 <= self.threads <= 1024, "compute.threads", self.threads, "in [1, 1024]")
-        _require(self.device in DEVICES, "compute.device", self.device, f"one of {DEVICES}")
+    threads: Annotated[StrictInt, Field(ge=1, le=1024)]  # torch's and scikit-learn's, each stage
+    # Where train_cnn trains: auto (a GPU torch finds, else the CPU), cpu, cuda or mps.
+    device: Literal["auto", "cpu", "cuda", "mps"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class Params:
     data: DataParams
     preprocess: PreprocessParams
     cnn: CnnParams
     kmeans: KmeansParams
     compute: ComputeParams
+
+
+_SECTIONS = tuple(f.name for f in fields(Params))
+_PARAMS = TypeAdapter(Params)
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
@@ -270,7 +308,7 @@ def read_params_text(path: Path) -> str:
     if not stat.S_ISREG(mode):
         os.close(fd)
         raise ParamsError(
-            f"{path} is not a regular file (it is {_file_kind(mode)}): params must be a YAML "
+            f"{path} is not a regular file (it is {file_kind(mode)}): params must be a YAML "
             f"text file; {restore}"
         )
     with os.fdopen(fd, "rb") as stream:
@@ -311,74 +349,111 @@ def check_yaml_shape(text: str, path: Path) -> None:
             depth -= 1
 
 
-def _file_kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISFIFO, "a named pipe"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
-
-
 def parse_params(raw: object) -> Params:
     """Validate an already-parsed params mapping (what load_params reads from YAML)."""
-    return _build(Params, raw, "")
+    try:
+        return _PARAMS.validate_python(raw)
+    except ValidationError as exc:
+        raise ParamsError(_message(exc.errors(include_url=False))) from None
 
 
-def _build(cls: type, raw: object, prefix: str):
-    where = prefix.rstrip(".") or "params.yaml"
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{where}: expected a mapping of keys, got {_describe(raw)}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        keys = ", ".join(f"{prefix}{k}" for k in unknown)
-        raise ParamsError(f"unknown key {keys}; known keys here: {', '.join(names)}")
-    missing = [n for n in names if n not in raw]
-    if missing:
-        keys = ", ".join(f"{prefix}{k}" for k in missing)
-        raise ParamsError(f"missing key {keys}; see the README's params table")
-    values = {n: _convert(hints[n], raw[n], f"{prefix}{n}") for n in names}
-    obj = cls(**values)
-    if hasattr(obj, "check"):
-        obj.check()
-    return obj
+# pydantic's error types, as this module words them.
+_UNKNOWN = ("unexpected_keyword_argument", "invalid_key")
+_MISSING = ("missing",)
+_TYPES = {"int_type": "int", "float_type": "float", "bool_type": "bool", "string_type": "str"}
+_BOUNDS = {  # the words, the key of the bound in the error's context, the side of Why
+    "greater_than_equal": ("at least", "ge", "low"),
+    "greater_than": ("greater than", "gt", "low"),
+    "less_than_equal": ("at most", "le", "high"),
+    "less_than": ("less than", "lt", "high"),
+}
 
 
-def _convert(hint, value: object, key: str):
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key + ".")
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        item = typing.get_args(hint)[0]
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            raise ParamsError(f"{key}: expected a list, got {_describe(value)}")
-        return tuple(_convert(item, v, key) for v in value)
-    # bool is a subclass of int in Python: reject True where a number is meant.
-    ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not ok:
-        raise ParamsError(f"{key}: expected {hint.__name__}, got {_describe(value)}")
-    if hint is float and not math.isfinite(value):
-        raise ParamsError(f"{key}: {value!r} is not allowed; it must be a finite number")
-    return value
+def _message(errors: list) -> str:
+    """One line for the first of pydantic's errors: the key, what is wrong, what to do."""
+    error = min(errors, key=_order)
+    kind, loc = error["type"], error["loc"]
+    if kind in _UNKNOWN + _MISSING:
+        group = _UNKNOWN if kind in _UNKNOWN else _MISSING
+        same = [e["loc"] for e in errors if e["type"] in group and e["loc"][:-1] == loc[:-1]]
+        keys = [".".join(map(str, where)) for where in same]
+        if group is _MISSING:
+            return f"missing key {', '.join(keys)}; see the README's params table"
+        known = ", ".join(f.name for f in fields(_section(loc[:-1])))
+        return f"unknown key {', '.join(sorted(keys))}; known keys here: {known}"
+    key = _key(loc) or "params.yaml"
+    value = error["input"]
+    if kind == "refused":
+        return error["msg"]
+    if kind == "dataclass_type":
+        return f"{key}: expected a mapping of keys, got {_describe(value)}"
+    if kind == "tuple_type":
+        return f"{key}: expected a list, got {_describe(value)}"
+    if kind in _TYPES:
+        return f"{key}: expected {_TYPES[kind]}, got {_describe(value)}"
+    if kind == "finite_number":
+        must = "a finite number"
+    elif kind in _BOUNDS:
+        words, bound, side = _BOUNDS[kind]
+        why = _why(loc)
+        must = f"{words} {_number(error['ctx'][bound])}{getattr(why, side) if why else ''}"
+    elif kind == "too_short":
+        value = list(value or ())
+        must = "a non-empty list"
+    elif kind == "literal_error":
+        must = f"one of {error['ctx']['expected']}"
+    else:  # no other check is declared above; pydantic's own words, should one be added
+        return f"{key}: {error['msg']}; see the README's params table"
+    if isinstance(value, str):  # never a password, whichever key a URL was given for
+        value = redact_url(value)
+    return f"{key}: {value!r} is not allowed; it must be {must}"
+
+
+def _order(error: dict) -> tuple[int, int]:
+    """Which error comes first: the file's own keys, then each section in turn, its keys
+    (unknown, then missing) before its values, as a reader of the file would fix them."""
+    loc, kind = error["loc"], error["type"]
+    rank = 0 if kind in _UNKNOWN else 1 if kind in _MISSING else 2
+    if not loc or loc[0] not in _SECTIONS or (len(loc) == 1 and rank < 2):
+        return (-1, rank)
+    return (_SECTIONS.index(loc[0]), rank)
+
+
+def _key(loc: tuple) -> str:
+    # A position in a list is not part of the key: kmeans.n_clusters, not kmeans.n_clusters.1.
+    return ".".join(part for part in loc if isinstance(part, str))
+
+
+def _section(names: tuple) -> type:
+    """The dataclass of the section at `names` (() for Params itself)."""
+    cls = Params
+    for name in names:
+        cls = typing.get_type_hints(cls)[name]
+    return cls
+
+
+def _why(loc: tuple) -> Why | None:
+    section, name = _section(loc[:1]), loc[1]
+    hint = typing.get_type_hints(section, include_extras=True)[name]
+    return next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Why)), None)
+
+
+def _number(bound: float) -> str:
+    """A bound as it is written above: 1, not 1.0; 2**63, not 9223372036854775808."""
+    if isinstance(bound, float) and bound.is_integer():
+        bound = int(bound)
+    if isinstance(bound, int) and bound > 2**16 and bound & (bound - 1) == 0:
+        return f"2**{bound.bit_length() - 1}"
+    return str(bound)
 
 
 def check_batch_size(key: str, value: int, n: int, what: str) -> None:
     """A batch no larger than the data: checked where the data's size is known. A larger one
     gains nothing, and `batch_size: 1000000000` was accepted before and took 4.6 GB."""
-    _require(value <= n, key, value, f"at most {n}, the number of {what}")
-
-
-def _require(ok: bool, key: str, value: object, what: str) -> None:
-    if not ok:
-        raise ParamsError(f"{key}: {value!r} is not allowed; it must be {what}")
+    if value > n:
+        raise ParamsError(
+            f"{key}: {value!r} is not allowed; it must be at most {n}, the number of {what}"
+        )
 
 
 def _describe(value: object) -> str:

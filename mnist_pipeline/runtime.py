@@ -14,6 +14,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -106,6 +107,18 @@ def check_free_space(path: Path, needed: int) -> None:
         )
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, from its st_mode: for an error message."""
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
 def os_error_message(exc: OSError, path: Path | str | None = None) -> str:
     """One line naming the file, the problem and what to do about it."""
     where = path or exc.filename or "a file"
@@ -168,7 +181,7 @@ def stop_with_parent() -> None:
     its outputs. The process that started it is the nearest ancestor that is not a shell
     (see _SHELLS); a daemon thread waits for it to exit on its pidfd. SIGTERM raises
     KeyboardInterrupt here, so temporary files are removed and run_main reports it like
-    Ctrl-C. Elsewhere (no /proc or pidfd_open) it does nothing.
+    Ctrl-C. Elsewhere (no pidfd_open) it does nothing.
     """
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -181,19 +194,20 @@ def stop_with_parent() -> None:
 
 
 def _launcher() -> int:
-    """The nearest ancestor process that is not a shell (Linux /proc)."""
-    pid = os.getppid()
-    while pid > 1:
-        try:
-            if Path(f"/proc/{pid}/exe").resolve().name not in _SHELLS:
-                break
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:  # another user's process: it is not a shell this stage's dvc started
+    """The nearest ancestor process that is not a shell."""
+    import psutil  # here: the config checker imports this module and starts no stage
+
+    for ancestor in psutil.Process().parents():
+        if ancestor.pid <= 1:
             break
-        pid = int(stat.rpartition(")")[2].split()[1])  # the field after "(name)" is the ppid
-    if pid <= 1:
-        raise ValueError("no parent to watch: it exited already, or this is the init process")
-    return pid
+        try:
+            if Path(ancestor.exe()).name not in _SHELLS:
+                return ancestor.pid
+        except psutil.Error:
+            # Another user's process (no shell this stage's dvc started), or one that exited
+            # meanwhile: pidfd_open then says so.
+            return ancestor.pid
+    raise ValueError("no parent to watch: it exited already, or this is the init process")
 
 
 def _stop_when_gone(pidfd: int) -> None:

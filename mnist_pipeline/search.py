@@ -229,20 +229,6 @@ def metrics_files(dvc_yaml: Path) -> set[str]:
 # --- storage --------------------------------------------------------------------------------
 
 
-def hide_password(url: str) -> str:
-    """The URL as it may be printed: never a password."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
-        return "(an unreadable storage URL)"
-    if "password" in parsed.query:  # libpq also takes ?password=
-        parsed = parsed.update_query_dict({"password": "xxx"})  # "*" would be %2A
-    return parsed.render_as_string(hide_password=True)
-
-
 def _driver_url(url: str) -> str:
     # SQLAlchemy's default PostgreSQL driver is psycopg2; the lock installs psycopg 3.
     for plain in ("postgresql://", "postgres://"):
@@ -278,7 +264,7 @@ def open_study(spec: SearchSpec, url: str, heartbeat_s: int):
             )
     except (SQLAlchemyError, ValueError, ImportError) as exc:
         raise SearchError(
-            f"cannot reach the study's storage {hide_password(url)}: {_reason(exc)}; check the "
+            f"cannot reach the study's storage {config.redact_url(url)}: {_reason(exc)}; check the "
             "server, the database name, the user and its password (~/.pgpass or PGPASSWORD)"
         ) from None
     recorded = study.user_attrs.get("search")
@@ -287,7 +273,7 @@ def open_study(spec: SearchSpec, url: str, heartbeat_s: int):
         study.set_user_attr("search", wanted)
     elif recorded != wanted:
         raise SearchError(
-            f"study {spec.study} in {hide_password(url)} was started with another objective, "
+            f"study {spec.study} in {config.redact_url(url)} was started with another objective, "
             "space or seed; give this search its own study name in search.yaml"
         )
     return study
@@ -319,7 +305,7 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
         connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(hashtext(:name))"), key)
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise SearchError(
-            f"cannot reach the study's storage {hide_password(url)}: {_reason(exc)}; check "
+            f"cannot reach the study's storage {config.redact_url(url)}: {_reason(exc)}; check "
             "the server, the database name, the user and its password (~/.pgpass or PGPASSWORD)"
         ) from None
     try:

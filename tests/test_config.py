@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from ruamel.yaml import YAML
 
-from mnist_pipeline.config import ParamsError, load_params, parse_params
+from mnist_pipeline.config import CnnParams, ParamsError, load_params, parse_params
 from mnist_pipeline.datasets import get_dataset
 from tests.helpers import NOTEBOOK_PARAMS, ROOT
 
@@ -140,3 +142,64 @@ def test_params_are_read_as_dvc_reads_them(tmp_path):
     path.write_text(text.replace("\n  lr: 0.01\n", "\n  lr: 0.01\n  lr: 0.02\n"))
     with pytest.raises(ParamsError, match="not valid YAML: .*duplicate key"):
         load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        # The bound that is crossed, and its reason where the field gives one.
+        ("cnn", "batch_size", 0, "cnn.batch_size: 0 is not allowed; it must be at least 1"),
+        ("cnn", "seed", 2**63, f"cnn.seed: {2**63} is not allowed; it must be less than 2**63"),
+        ("cnn", "lr", 0, "cnn.lr: 0 is not allowed; it must be greater than 0"),
+        (
+            "kmeans",
+            "n_clusters",
+            [10, 5],
+            "kmeans.n_clusters: 5 is not allowed; it must be at least 10 (one per class)",
+        ),
+        (
+            "kmeans",
+            "n_clusters",
+            None,
+            "kmeans.n_clusters: [] is not allowed; it must be a non-empty list",
+        ),
+        (
+            "compute",
+            "device",
+            "gpu",
+            "compute.device: 'gpu' is not allowed; it must be one of 'auto', 'cpu', 'cuda' "
+            "or 'mps'",
+        ),
+        ("data", "dataset", 3, "data.dataset: expected str, got int 3"),
+    ],
+)
+def test_messages_read_in_full(section, key, value, message):
+    with pytest.raises(ParamsError) as caught:
+        parse_params(with_change(section, key, value))
+    assert str(caught.value) == message
+
+
+def test_a_misspelt_key_is_named_before_the_one_it_stands_for():
+    raw = with_change("cnn", "learning_rate", 0.1)
+    del raw["cnn"]["lr"]
+    with pytest.raises(ParamsError) as caught:
+        parse_params(raw)
+    assert str(caught.value) == (
+        "unknown key cnn.learning_rate; known keys here: seed, epochs, batch_size, "
+        "test_batch_size, lr, momentum, log_interval"
+    )
+
+
+def test_the_first_section_with_a_problem_is_named():
+    raw = with_change("kmeans", "n_init", 0)
+    raw["data"]["verify"] = "yes"
+    with pytest.raises(ParamsError, match="^data.verify: expected bool"):
+        parse_params(raw)
+
+
+def test_params_made_in_python_are_checked_too():
+    # The stages' own objects: a test or a script that builds one gets the same bounds.
+    made = parse_params(DEFAULTS).cnn
+    assert CnnParams(**dataclasses.asdict(made)) == made
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        dataclasses.replace(made, epochs=0)

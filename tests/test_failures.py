@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from PIL import Image
@@ -224,17 +225,19 @@ LAUNCHER = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.s
 SHELLS = [None, *(shell for shell in ("/bin/sh", "/bin/bash") if Path(shell).exists())]
 
 
-def proc_status(pid: str) -> str:
-    """The State and PPid lines of /proc/PID/status, for a failure message."""
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return "; ".join(line for line in lines if line.startswith(("State", "PPid")))
-
-
-def exited(pid: str) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
+def proc_status(pid: int | str) -> str:
+    """The process's state and parent, for a failure message."""
     try:
-        return stat.read_text().rpartition(")")[2].split()[0] == "Z"
-    except FileNotFoundError:
+        process = psutil.Process(int(pid))
+        return f"state {process.status()}, parent {process.ppid()}"
+    except psutil.NoSuchProcess:
+        return "gone"
+
+
+def exited(pid: int | str) -> bool:
+    try:
+        return psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return True
 
 
@@ -275,16 +278,14 @@ def test_processed_arrays_are_checked_where_cheap(tiny_folders):
 
 
 def stage_processes(module: str, cwd: Path) -> list[int]:
-    """Process ids of `python -m <module>` running in `cwd` (Linux /proc)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            running = module.encode() in (proc / "cmdline").read_bytes().split(b"\0")
-            if running and (proc / "cwd").resolve() == cwd and not exited(proc.name):
-                pids.append(int(proc.name))
-        except (OSError, ValueError):
-            continue
-    return pids
+    """Process ids of `python -m <module>` running in `cwd`."""
+    return [
+        process.pid
+        for process in psutil.process_iter(["cmdline", "cwd"])
+        if module in (process.info["cmdline"] or ())
+        and process.info["cwd"] == str(cwd)
+        and not exited(process.pid)
+    ]
 
 
 @pytest.mark.slow

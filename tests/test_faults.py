@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from mnist_pipeline import runtime
@@ -214,22 +215,19 @@ def test_a_failed_evaluation_loses_no_metrics(repo_copy, mirror_env, model, stag
 
 
 def queue_workers(repo: Path) -> list[int]:
-    """Process ids of the `dvc exp queue-worker`s of `repo` (Linux /proc)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            worker = b"queue-worker" in (proc / "cmdline").read_bytes().split(b"\0")
-            if worker and (proc / "cwd").resolve() == repo.resolve():
-                pids.append(int(proc.name))
-        except (OSError, ValueError):
-            continue
-    return pids
+    """Process ids of the `dvc exp queue-worker`s of `repo`."""
+    return [
+        process.pid
+        for process in psutil.process_iter(["cmdline", "cwd"])
+        if "queue-worker" in (process.info["cmdline"] or ())
+        and process.info["cwd"] == str(repo.resolve())
+    ]
 
 
 def alive(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 

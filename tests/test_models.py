@@ -237,8 +237,9 @@ def test_a_diverging_training_stops_with_an_error(tiny):
 
 def test_batch_sizes_are_bounded_by_the_data(tiny):
     cnn_data, km_data = tiny
-    with pytest.raises(PipelineError, match="cnn.batch_size: 1000000000 is not allowed.*600"):
-        train(cnn_data, dataclasses.replace(TINY_CNN, batch_size=10**9))
+    # 601, not 10**9: CnnParams itself refuses a batch over MAX_CNN_BATCH (test_config).
+    with pytest.raises(PipelineError, match="cnn.batch_size: 601 is not allowed.*at most 600"):
+        train(cnn_data, dataclasses.replace(TINY_CNN, batch_size=601))
     with pytest.raises(PipelineError, match="cnn.test_batch_size: 201 .*at most 200"):
         train(cnn_data, dataclasses.replace(TINY_CNN, test_batch_size=201))
     with pytest.raises(PipelineError, match="kmeans.batch_size: 601 .*at most 600"):

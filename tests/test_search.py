@@ -116,7 +116,7 @@ def test_a_storage_that_cannot_be_reached_is_one_line_without_the_password(proje
     url = f"postgresql://mnist:s3cret-pw@127.0.0.1:{port}/optuna"
     assert search.main(["--storage", url]) == 1
     (line,) = capsys.readouterr().err.splitlines()
-    assert "cannot reach the study's storage postgresql://mnist:***@127.0.0.1" in line, line
+    assert "cannot reach the study's storage postgresql://***@127.0.0.1" in line, line
     assert "s3cret-pw" not in line and "refused" in line.lower()
 
 
@@ -356,10 +356,6 @@ def test_workers_get_their_options_whole_and_no_abbreviations(project, capsys):
         with pytest.raises(SystemExit) as exit_:
             search.parse_args(bad)
         assert exit_.value.code == 2, bad
-    assert search.hide_password("postgresql://u@h/db?password=pw") == (
-        "postgresql://u@h/db?password=xxx"
-    )
-    assert search.hide_password("postgresql://u:pw@h:port/db") == "(an unreadable storage URL)"
 
 
 def test_params_yaml_gets_the_stages_own_file_checks(project, capsys):
