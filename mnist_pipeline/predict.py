@@ -66,7 +66,7 @@ NOT_FILES = (
 @dataclass(frozen=True)
 class Prediction:
     probabilities: np.ndarray  # the CNN's, one per class
-    nearest: np.ndarray  # indices of the TOP nearest k-means centroids, nearest first
+    nearest_centroids: np.ndarray  # indices of the TOP nearest k-means centroids, nearest first
 
 
 class Models:
@@ -80,20 +80,20 @@ class Models:
         self.classes: tuple[str, ...] = tuple(self.meta["classes"])
         self.preparation = preparation_of(self.meta)
 
-    def predict(self, images: np.ndarray) -> list[Prediction]:
+    def predictions(self, images: np.ndarray) -> list[Prediction]:
         """Both models' answers for uint8 images of shape (N, 28, 28), prepared."""
         unit = images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
         x = normalize(unit, self.meta["mean"], self.meta["std"]).reshape(-1, 1, 28, 28)
         with torch.no_grad():
             probabilities = self.cnn(torch.from_numpy(x)).exp().numpy()
-        nearest = self.kmeans.nearest(unit, TOP)
+        nearest = self.kmeans.nearest_centroids(unit, TOP)
         return [Prediction(p, n) for p, n in zip(probabilities, nearest, strict=True)]
 
     def describe(self, prediction: Prediction) -> str:
         """One line: the CNN's class, its top three, the nearest centroid's label."""
         order = np.argsort(-prediction.probabilities, kind="stable")[:TOP]
         top = ", ".join(f"{self.classes[i]} {prediction.probabilities[i]:.1%}" for i in order)
-        centroid = int(prediction.nearest[0])
+        centroid = int(prediction.nearest_centroids[0])
         label = self.kmeans.classes[self.kmeans.cluster_labels[centroid]]
         return (
             f"CNN {self.classes[order[0]]} ({prediction.probabilities[order[0]]:.1%}); "
@@ -240,7 +240,7 @@ def predict_files(models: Models, files: list[Path]) -> tuple[list[str], list[st
         except PipelineError as exc:
             errors.append(f"{path}: {exc}")
     if images:
-        for path, prediction in zip(names, models.predict(np.stack(images)), strict=True):
+        for path, prediction in zip(names, models.predictions(np.stack(images)), strict=True):
             lines.append(f"{path}: {models.describe(prediction)}")
     return lines, errors
 

@@ -129,7 +129,8 @@ def test_the_command_prepares_as_the_models_data_set_did(tmp_path, model_files):
     (line,), errors = predict_files(models, [tmp_path / "boot.png"])
     assert errors == []
     picture = rgba(boot(280, 200))
-    garment, digit = (models.predict(prepare(picture, rule)[None])[0] for rule in (FASHION, MNIST))
+    fields = np.stack([prepare(picture, rule) for rule in (FASHION, MNIST)])
+    garment, digit = models.predictions(fields)
     assert line.split(": ", 1)[1] == models.describe(garment)
     assert models.describe(garment) != models.describe(digit)  # the check can tell them apart
 
