@@ -38,10 +38,9 @@ import yaml
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_pipeline.cnn import load_checkpoint
-from mnist_pipeline.datasets import preparation_of
 from mnist_pipeline.digits import prepare
 from mnist_pipeline.kmeans import load_model
-from mnist_pipeline.processed import normalize
+from mnist_pipeline.processed import normalize, preparation_of
 from mnist_pipeline.runtime import PipelineError
 
 TOP = 3  # how many of the CNN's classes and of the nearest centroids to report

@@ -12,16 +12,17 @@ import torch
 from PIL import Image
 
 from mnist_pipeline.cnn import Net, save_checkpoint
-from mnist_pipeline.datasets import get_dataset, preparation_of
+from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.digits import BlankImageError, prepare
 from mnist_pipeline.kmeans import KmeansModel, save_model
 from mnist_pipeline.predict import Models, main, model_paths, predict_files
+from mnist_pipeline.processed import PREPARATIONS, preparation_of
 from mnist_pipeline.runtime import PipelineError
 from tests.helpers import BIN, ROOT, TINY_CNN, boot, rgba, run, seven
 
 CLASSES = tuple(str(d) for d in range(10))
-MNIST = get_dataset("mnist").preparation
-FASHION = get_dataset("fashion-mnist").preparation
+MNIST = PREPARATIONS["mnist"]
+FASHION = PREPARATIONS["fashion-mnist"]
 
 
 def ink_extent(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +120,7 @@ def test_the_command_prepares_as_the_models_data_set_did(tmp_path, model_files):
         "classes": list(fashion.classes),
         "mean": 0.2860,
         "std": 0.3530,
-        "preparation": dataclasses.asdict(fashion.preparation),
+        "preparation": dataclasses.asdict(FASHION),
     }
     write_models(tmp_path, meta)
     models = Models(tmp_path / "cnn.pt", tmp_path / "kmeans.npz")

@@ -17,16 +17,16 @@ from PIL import Image, ImageDraw, ImageOps
 from mnist_pipeline import predict
 from mnist_pipeline.cnn import Net, save_checkpoint
 from mnist_pipeline.config import CnnParams
-from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.digits import prepare
 from mnist_pipeline.kmeans import KmeansModel, save_model
 from mnist_pipeline.predict import MAX_PIXELS, SIDE, Models, main, predict_files, read_image
+from mnist_pipeline.processed import PREPARATIONS
 from mnist_pipeline.runtime import PipelineError
 from tests.helpers import BIN, command_env
 
 CLASSES = tuple(str(d) for d in range(10))
-MNIST = get_dataset("mnist").preparation
-FASHION = get_dataset("fashion-mnist").preparation
+MNIST = PREPARATIONS["mnist"]
+FASHION = PREPARATIONS["fashion-mnist"]
 
 
 def seven(width: int, height: int, scale: float = 1.0, mode: str = "L") -> Image.Image:
