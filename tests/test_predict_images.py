@@ -3,10 +3,12 @@ paths that are not pictures at all."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
-import subprocess
+import threading
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,6 @@ from mnist_pipeline.kmeans import KmeansModel, save_model
 from mnist_pipeline.predict import MAX_PIXELS, SIDE, Models, main, predict_files, read_image
 from mnist_pipeline.processed import PREPARATIONS
 from mnist_pipeline.runtime import PipelineError
-from tests.helpers import BIN, command_env
 
 CLASSES = tuple(str(d) for d in range(10))
 MNIST = PREPARATIONS["mnist"]
@@ -210,27 +211,19 @@ def test_pictures_over_the_cap_are_refused_with_their_size(tmp_path, monkeypatch
     assert MAX_PIXELS < 2 * Image.MAX_IMAGE_PIXELS  # so that the cap is the one users meet
 
 
-def test_odd_paths_get_one_line_each_and_the_rest_are_answered(tmp_path, models):
+def test_odd_paths_get_one_line_each_and_the_rest_are_answered(tmp_path, models, capsys):
     seven(300, 300).save(tmp_path / "good.png")
-    os.mkfifo(tmp_path / "fifo")  # nobody ever writes to it: opening it would block
+    os.mkfifo(tmp_path / "fifo")  # nobody writes to it: opening it to read would block
     (tmp_path / "folder.png").mkdir()
     white_png(tmp_path / "bomb.png", 30000, 30000)  # over Pillow's decompression-bomb limit
     names = ["fifo", "folder.png", "good.png", "bomb.png"]
-    command = [str(BIN / "mnist-predict"), *(str(tmp_path / n) for n in names), "/dev/zero"]
-    done = subprocess.run(
-        [*command, *models],
-        cwd=tmp_path,
-        env=command_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,  # generous: the command alone takes seconds
-    )
-    assert done.returncode == 1
-    assert [line.split(": ", 1)[0] for line in done.stdout.splitlines()] == [
-        str(tmp_path / "good.png")
-    ]
+    with fifo_unblocked(tmp_path / "fifo"):  # a command that opened it fails, not hangs
+        status = main([*(str(tmp_path / n) for n in names), "/dev/zero", *models])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert [line.split(": ", 1)[0] for line in out.splitlines()] == [str(tmp_path / "good.png")]
     fix = "give the path of a picture file"
-    assert done.stderr.splitlines() == [
+    assert err.splitlines() == [
         f"error: {tmp_path / 'fifo'}: not a picture file but a FIFO (named pipe): {fix}",
         f"error: {tmp_path / 'folder.png'}: not a picture file but a folder: {fix}",
         f"error: {tmp_path / 'bomb.png'}: too large: over 179 megapixels, and the most this "
@@ -238,6 +231,26 @@ def test_odd_paths_get_one_line_each_and_the_rest_are_answered(tmp_path, models)
         "try again",
         f"error: /dev/zero: not a picture file but a device: {fix}",
     ]
+
+
+@contextlib.contextmanager
+def fifo_unblocked(fifo: Path) -> Iterator[None]:
+    """While it lasts, a reader that opens `fifo` is let through to an empty read at once
+    (a writer opens and closes it), instead of blocking for ever."""
+    done = threading.Event()
+
+    def unblock() -> None:
+        while not done.wait(0.05):
+            with contextlib.suppress(OSError):  # ENXIO: no reader, as it should be
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    thread = threading.Thread(target=unblock, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path, models, monkeypatch, capsys):
@@ -256,13 +269,10 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, models, monkeypatch, capsys):
     assert err.splitlines() == ["error: interrupted: no picture was answered; run it again"]
 
 
-def test_help_gives_the_cap_and_the_side():
-    shown = subprocess.run(
-        [str(BIN / "mnist-predict"), "--help"],
-        env=command_env({"COLUMNS": "200"}),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+def test_help_gives_the_cap_and_the_side(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = capsys.readouterr().out
     assert f"up to {MAX_PIXELS / 1e6:g} megapixels; larger ones are refused" in shown
     assert f"over {SIDE} pixels a side is first reduced" in shown
