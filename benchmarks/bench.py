@@ -177,7 +177,7 @@ def kmeans_pipeline(spec: dict) -> dict:
     start = time.perf_counter()
     rows, model = sweep(data, params.kmeans)
     seconds = time.perf_counter() - start
-    test_accuracy = accuracy(data.test_y, model.predict(data.test_x))
+    test_accuracy = accuracy(data.test_y, model.predicted_classes(data.test_x))
     return {"seconds": seconds, "test_accuracy": test_accuracy, "rows": rows}
 
 

@@ -1,12 +1,13 @@
-"""The data sets the pipeline knows: their files, checksums, public mirrors, class names, and
-how a user's picture is prepared to look like their images."""
+"""The data sets the pipeline knows: their files, checksums, public mirrors and class names.
+
+How a user's picture is prepared to look like their images is in mnist_pipeline.processed
+(Preparation): the stages that need only that do not depend on the mirrors here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from mnist_pipeline.config import ParamsError
-from mnist_pipeline.runtime import PipelineError
 
 # The four IDX files, in the order the pipeline reads them. Mirrors serve each as NAME.gz.
 FILES = (
@@ -28,40 +29,18 @@ SIZES = {
 
 
 @dataclass(frozen=True)
-class Preparation:
-    """How a user's picture is made to look like a data set's images (mnist_pipeline.digits).
-
-    The ink's bounding box is fitted into `box` x `box` pixels, keeping its aspect ratio,
-    then placed in the 28x28 field with its centre of mass (`center="mass"`) or the centre
-    of its bounding box (`center="box"`) on the field's centre. `subject` is what the
-    pictures show ("digit"), for the demo page's wording. Models carry it in their meta.
-    """
-
-    subject: str
-    box: int
-    center: str
-
-    def __post_init__(self) -> None:
-        if self.center not in ("mass", "box") or not 1 <= self.box <= 28:
-            raise PipelineError(f"unknown preparation {self}: re-run preprocess and train_cnn")
-
-
-@dataclass(frozen=True)
 class Dataset:
     name: str
     classes: tuple[str, ...]
     # md5 of each file's *decompressed* content: mirrors re-compress, so .gz bytes differ.
     md5: dict[str, str]
     mirrors: tuple[str, ...]
-    preparation: Preparation
 
 
 DATASETS = {
     "mnist": Dataset(
         name="mnist",
         classes=tuple(str(d) for d in range(10)),
-        # LeCun et al.: size-normalized to fit a 20x20 box, centred by centre of mass.
-        preparation=Preparation(subject="digit", box=20, center="mass"),
         md5={
             "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
             "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
@@ -88,9 +67,6 @@ DATASETS = {
             "Bag",
             "Ankle boot",
         ),
-        # Xiao et al. 2017: trimmed, longest edge resized to 28, centred on a 28x28 canvas.
-        # The odd pixel of a margin goes left and top, as center="box" places it.
-        preparation=Preparation(subject="garment", box=28, center="box"),
         md5={
             "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
             "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
@@ -114,16 +90,3 @@ def get_dataset(name: str) -> Dataset:
             f"data.dataset: unknown data set {name!r}; choose one of {', '.join(sorted(DATASETS))}"
         )
     return DATASETS[name]
-
-
-def preparation_of(meta: dict) -> Preparation:
-    """The preparation a model's meta records; MNIST's for a model trained before models
-    recorded it (the preparation of every picture then)."""
-    if "preparation" not in meta:
-        return DATASETS["mnist"].preparation
-    try:
-        return Preparation(**meta["preparation"])
-    except TypeError:  # not a mapping, or other fields than Preparation's
-        raise PipelineError(
-            f"unknown preparation {meta['preparation']!r}: re-run preprocess and train_cnn"
-        ) from None

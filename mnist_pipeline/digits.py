@@ -5,7 +5,7 @@ grey levels, then placed in a 28x28 field with their centre of mass at its centr
 Fashion-MNIST's garments were trimmed, their longest edge resized to 28, and centred by
 their bounding box. Both are white ink on black, one byte per pixel. A drawing or photo
 must go through the same steps to look like the training data to the models, under its
-data set's rule (mnist_pipeline.datasets.Preparation, carried in the model's meta):
+data set's rule (mnist_pipeline.processed.Preparation, carried in the model's meta):
 
 1. grey levels: luma of the RGB, transparent parts taken as white paper;
 2. ink: the paper's level is the median of the border pixels, so dark ink on light paper
@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from mnist_pipeline.datasets import Preparation
+from mnist_pipeline.processed import Preparation
 from mnist_pipeline.runtime import PipelineError
 
 FIELD = 28  # the side of the image the models take

@@ -28,6 +28,49 @@ MAX_NAME = 100  # characters in a data set's or a class's name
 
 
 @dataclass(frozen=True)
+class Preparation:
+    """How a user's picture is made to look like a data set's images (mnist_pipeline.digits).
+
+    The ink's bounding box is fitted into `box` x `box` pixels, keeping its aspect ratio,
+    then placed in the 28x28 field with its centre of mass (`center="mass"`) or the centre
+    of its bounding box (`center="box"`) on the field's centre. `subject` is what the
+    pictures show ("digit"), for the demo page's wording. preprocess records it in
+    meta.json, and the models carry it in their meta.
+    """
+
+    subject: str
+    box: int
+    center: str
+
+    def __post_init__(self) -> None:
+        if self.center not in ("mass", "box") or not 1 <= self.box <= 28:
+            raise PipelineError(f"unknown preparation {self}: re-run preprocess and train_cnn")
+
+
+# Each data set's preparation, by params data.dataset (mnist_pipeline.datasets.DATASETS).
+PREPARATIONS = {
+    # LeCun et al.: size-normalized to fit a 20x20 box, centred by centre of mass.
+    "mnist": Preparation(subject="digit", box=20, center="mass"),
+    # Xiao et al. 2017: trimmed, longest edge resized to 28, centred on a 28x28 canvas.
+    # The odd pixel of a margin goes left and top, as center="box" places it.
+    "fashion-mnist": Preparation(subject="garment", box=28, center="box"),
+}
+
+
+def preparation_of(meta: dict) -> Preparation:
+    """The preparation a model's meta records; MNIST's for a model trained before models
+    recorded it (the preparation of every picture then)."""
+    if "preparation" not in meta:
+        return PREPARATIONS["mnist"]
+    try:
+        return Preparation(**meta["preparation"])
+    except TypeError:  # not a mapping, or other fields than Preparation's
+        raise PipelineError(
+            f"unknown preparation {meta['preparation']!r}: re-run preprocess and train_cnn"
+        ) from None
+
+
+@dataclass(frozen=True)
 class ProcessedData:
     """Features and int64 labels for both splits, and what the features are.
 
@@ -42,9 +85,7 @@ class ProcessedData:
     dataset: str  # params data.dataset
     mean: float
     std: float
-    # mnist_pipeline.datasets.Preparation as plain values: importing datasets here would
-    # make every stage that reads these folders depend on the mirrors and checksums.
-    preparation: dict
+    preparation: dict  # Preparation's fields, as meta.json holds them
 
     def meta(self) -> dict:
         """What a model trained on these arrays must know about its input, as plain values."""

@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.cnn import Net, load_checkpoint
-from mnist_pipeline.datasets import preparation_of
 from mnist_pipeline.kmeans import KmeansModel, load_model
-from mnist_pipeline.processed import FLAT_IMAGE, ProcessedData, load_processed
+from mnist_pipeline.processed import FLAT_IMAGE, ProcessedData, load_processed, preparation_of
 from mnist_pipeline.runtime import atomic_path, path_args, run_main
 
 log = logging.getLogger("stages.demo_page")

@@ -36,7 +36,7 @@ log = logging.getLogger("stages.kmeans_test")
 
 def score(model: KmeansModel, data: ProcessedData) -> tuple[dict, np.ndarray]:
     """Metrics for metrics/kmeans.json and the predicted class of every test image."""
-    clusters = model.assign(data.test_x)
+    clusters = model.nearest_centroids(data.test_x)[:, 0]
     predicted = model.cluster_labels[clusters]
     metrics = {
         "kmeans_accuracy": accuracy(data.test_y, predicted),

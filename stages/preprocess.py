@@ -24,7 +24,7 @@ from mnist_pipeline.config import PreprocessParams, load_params
 from mnist_pipeline.datasets import SIZES, Dataset, get_dataset
 from mnist_pipeline.figures import image_grid
 from mnist_pipeline.idx import IdxError, read_images, read_labels
-from mnist_pipeline.processed import ProcessedData, normalize, save_processed
+from mnist_pipeline.processed import PREPARATIONS, ProcessedData, normalize, save_processed
 from mnist_pipeline.runtime import all_or_none, path_args, run_main
 
 log = logging.getLogger("stages.preprocess")
@@ -70,7 +70,7 @@ def preprocess(
         test_y=test_y.astype(np.int64),
         classes=dataset.classes,
         dataset=dataset.name,
-        preparation=dataclasses.asdict(dataset.preparation),
+        preparation=dataclasses.asdict(PREPARATIONS[dataset.name]),
     )
     cnn = ProcessedData(
         train_x=normalized(train_unit),

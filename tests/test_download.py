@@ -29,7 +29,7 @@ def tiny_dataset(tiny_dir, monkeypatch) -> str:
         n: hashlib.md5(gzip.decompress((tiny_dir / f"{n}.gz").read_bytes())).hexdigest()
         for n in FILES
     }
-    tiny = Dataset("tiny", tuple("0123456789"), md5, (), DATASETS["mnist"].preparation)
+    tiny = Dataset("tiny", tuple("0123456789"), md5, ())
     monkeypatch.setitem(DATASETS, "tiny", tiny)
     return "tiny"
 

@@ -12,16 +12,17 @@ import torch
 from PIL import Image
 
 from mnist_pipeline.cnn import Net, save_checkpoint
-from mnist_pipeline.datasets import get_dataset, preparation_of
+from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.digits import BlankImageError, prepare
 from mnist_pipeline.kmeans import KmeansModel, save_model
 from mnist_pipeline.predict import Models, main, model_paths, predict_files
+from mnist_pipeline.processed import PREPARATIONS, preparation_of
 from mnist_pipeline.runtime import PipelineError
 from tests.helpers import BIN, ROOT, TINY_CNN, boot, rgba, run, seven
 
 CLASSES = tuple(str(d) for d in range(10))
-MNIST = get_dataset("mnist").preparation
-FASHION = get_dataset("fashion-mnist").preparation
+MNIST = PREPARATIONS["mnist"]
+FASHION = PREPARATIONS["fashion-mnist"]
 
 
 def ink_extent(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +120,7 @@ def test_the_command_prepares_as_the_models_data_set_did(tmp_path, model_files):
         "classes": list(fashion.classes),
         "mean": 0.2860,
         "std": 0.3530,
-        "preparation": dataclasses.asdict(fashion.preparation),
+        "preparation": dataclasses.asdict(FASHION),
     }
     write_models(tmp_path, meta)
     models = Models(tmp_path / "cnn.pt", tmp_path / "kmeans.npz")
@@ -129,7 +130,8 @@ def test_the_command_prepares_as_the_models_data_set_did(tmp_path, model_files):
     (line,), errors = predict_files(models, [tmp_path / "boot.png"])
     assert errors == []
     picture = rgba(boot(280, 200))
-    garment, digit = (models.predict(prepare(picture, rule)[None])[0] for rule in (FASHION, MNIST))
+    fields = np.stack([prepare(picture, rule) for rule in (FASHION, MNIST)])
+    garment, digit = models.predictions(fields)
     assert line.split(": ", 1)[1] == models.describe(garment)
     assert models.describe(garment) != models.describe(digit)  # the check can tell them apart
 
@@ -191,17 +193,43 @@ def test_models_default_to_dvc_yaml_and_missing_ones_name_their_stage(
     ]
 
 
-def test_the_command_says_its_own_name_and_what_each_argument_is():
-    shown = run([str(BIN / "mnist-predict"), "--help"], ROOT, env={"COLUMNS": "200"}).stdout
+def test_the_command_says_its_own_name_and_what_each_argument_is(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    shown = capsys.readouterr().out
+    assert done.value.code == 0
     assert shown.startswith("usage: mnist-predict [-h] [--cnn PATH] [--kmeans PATH] IMAGE")
     assert "PNG, JPEG or any other format Pillow reads" in shown
     assert "default: dvc.yaml's cnn artifact, models/cnn.pt" in shown
     assert "default: dvc.yaml's kmeans artifact, models/kmeans.npz" in shown
 
 
-def test_command_line_errors_have_no_traceback(tmp_path, model_files):
+def test_a_dvc_yaml_it_cannot_read_is_one_line_and_unread_when_both_paths_are_given(
+    tmp_path, model_files, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    seven(100, 100).save("digit.png")
+    Path("dvc.yaml").write_text("stages: [unclosed\n")
+    status, out, err = predict(capsys, "digit.png")
+    assert status == 1 and out == []
+    assert err == [
+        "error: dvc.yaml: cannot read its artifacts (not the project's dvc.yaml?); "
+        "pass --cnn PATH and --kmeans PATH"
+    ]
+    status, out, err = predict(capsys, "digit.png", *model_files)
+    assert status == 0 and len(out) == 1 and err == []
+    Path("dvc.yaml").write_text("stages: {}\n")  # a dvc.yaml without the artifacts
+    status, _, err = predict(capsys, "digit.png")
+    assert err == ["error: no dvc.yaml here names a cnn model: pass --cnn PATH"]
+
+
+@pytest.mark.slow
+def test_the_installed_command_runs_unactivated_with_no_traceback(tmp_path, model_files):
+    # The one run of the real console script (a few seconds: a new Python imports torch);
+    # every other test of the command calls main() in-process.
     (tmp_path / "notes.txt").write_text("not a picture")
-    # The installed console script, run outside the project and without activating it.
+    # Outside the project and without activating its environment.
     args = [str(BIN / "mnist-predict"), str(tmp_path / "notes.txt")]
     result = run([*args, *model_files], tmp_path, env={"PATH": "/usr/bin:/bin"}, check=False)
     assert result.returncode == 1

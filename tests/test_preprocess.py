@@ -11,11 +11,12 @@ import torch
 from torchvision import transforms
 
 from mnist_pipeline.config import PreprocessParams
-from mnist_pipeline.datasets import get_dataset
+from mnist_pipeline.datasets import DATASETS, get_dataset
 from mnist_pipeline.idx import read_images
-from mnist_pipeline.processed import CNN_IMAGE, load_processed, save_processed
+from mnist_pipeline.processed import CNN_IMAGE, PREPARATIONS, load_processed, save_processed
 from mnist_pipeline.runtime import PipelineError
 from stages.preprocess import preprocess
+from tests.helpers import changed_stages
 
 PARAMS = PreprocessParams(mean=0.1307, std=0.3081)
 MNIST = get_dataset("mnist")
@@ -55,6 +56,7 @@ def test_processed_round_trip_and_identical_bytes(tiny_dir, tmp_path):
     assert (loaded.mean, loaded.std) == (0.1307, 0.3081)
     # The models trained on it carry how to prepare a user's garment: not like a digit.
     assert loaded.preparation == {"subject": "garment", "box": 28, "center": "box"}
+    assert loaded.preparation == dataclasses.asdict(PREPARATIONS["fashion-mnist"])
     assert km.preparation == loaded.preparation
     # The k-means features are pixel / 255: mean 0, std 1 in the same formula.
     assert (km.mean, km.std) == (0.0, 1.0)
@@ -101,3 +103,20 @@ def test_a_failed_save_keeps_the_earlier_folder(tiny_dir, tmp_path):
         save_processed(tmp_path / "cnn", bad)
     np.testing.assert_array_equal(load_processed(tmp_path / "cnn", CNN_IMAGE).test_x, cnn.test_x)
     assert [p.name for p in tmp_path.iterdir()] == ["cnn"]  # no temporary folder left
+
+
+def test_every_data_set_has_a_preparation():
+    assert set(PREPARATIONS) == set(DATASETS)
+    assert PREPARATIONS["mnist"] != PREPARATIONS["fashion-mnist"]
+
+
+@pytest.mark.slow
+def test_a_mirror_edit_makes_only_the_stages_that_read_the_mirrors_stale(repo_copy):
+    # The preparation lives in processed.py, not beside the mirrors: demo_page (and every
+    # stage after preprocess) does not depend on datasets.py.
+    assert changed_stages(repo_copy) == {}
+    datasets = repo_copy / "mnist_pipeline/datasets.py"
+    mirror = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+    assert mirror in datasets.read_text()
+    datasets.write_text(datasets.read_text().replace(mirror, "https://mirror.example/mnist/"))
+    assert set(changed_stages(repo_copy)) == {"download", "preprocess"}
