@@ -41,7 +41,7 @@ from mnist_pipeline.cnn import load_checkpoint
 from mnist_pipeline.digits import prepare
 from mnist_pipeline.kmeans import load_model
 from mnist_pipeline.processed import normalize, preparation_of
-from mnist_pipeline.runtime import PipelineError
+from mnist_pipeline.runtime import PipelineError, file_kind
 
 TOP = 3  # how many of the CNN's classes and of the nearest centroids to report
 # The largest picture read, in pixels: a 108-megapixel phone photo (12000 x 9000) with
@@ -53,13 +53,6 @@ MAX_PIXELS = 150_000_000
 # the 20-pixel box it is scaled to, so its 28 x 28 image barely changes.
 SIDE = 2048
 BAND = 1 << 22  # pixels converted at a time where a big picture's mode must change first
-NOT_FILES = (
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISCHR, "a device"),
-    (stat.S_ISBLK, "a device"),
-    (stat.S_ISSOCK, "a socket"),
-)
 
 
 @dataclass(frozen=True)
@@ -114,7 +107,7 @@ def read_image(path: Path) -> np.ndarray:
     except OSError as exc:
         raise PipelineError(f"cannot read it ({exc.strerror})") from None
     if not stat.S_ISREG(st_mode):
-        kind = next((name for test, name in NOT_FILES if test(st_mode)), "not a regular file")
+        kind = file_kind(st_mode)
         raise PipelineError(f"not a picture file but {kind}: give the path of a picture file")
     try:
         with warnings.catch_warnings():

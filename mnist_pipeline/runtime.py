@@ -110,10 +110,10 @@ def check_free_space(path: Path, needed: int) -> None:
 def file_kind(mode: int) -> str:
     """What a file that is not a regular one is, from its st_mode: for an error message."""
     kinds = (
-        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISDIR, "a folder"),
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISBLK, "a block device"),
-        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
         (stat.S_ISSOCK, "a socket"),
     )
     return next((name for test, name in kinds if test(mode)), "not a regular file")

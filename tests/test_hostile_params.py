@@ -358,7 +358,7 @@ CASES = {
     "comments only": "params.yaml is empty",
     "binary": "params.yaml is not UTF-8 text (byte 0x80 at offset 0)",
     "/dev/zero": "params.yaml is not a regular file (it is a character device)",
-    "directory": "params.yaml is not a regular file (it is a directory)",
+    "directory": "params.yaml is not a regular file (it is a folder)",
     "too large": f"params.yaml is larger than {MAX_PARAMS_BYTES} bytes",
     "alias bomb": "params.yaml: line 2: YAML alias *a is not allowed in params",
     "one alias": "YAML alias *largest is not allowed in params",

@@ -236,7 +236,7 @@ def test_odd_paths_get_one_line_each_and_the_rest_are_answered(tmp_path, models,
         f"error: {tmp_path / 'bomb.png'}: too large: over 179 megapixels, and the most this "
         "command reads is 150 megapixels; scale it down (the models see 28 x 28 pixels) and "
         "try again",
-        f"error: /dev/zero: not a picture file but a device: {fix}",
+        f"error: /dev/zero: not a picture file but a character device: {fix}",
     ]
 
 
