@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import functools
 import html
+import io
 import json
 import re
 import tempfile
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageFilter
 from torch import nn
 
 from mnist_pipeline.cnn import Net
@@ -93,14 +95,19 @@ BROKEN: dict[str, tuple[Callable[[], Net], Callable[[Net], str]]] = {
 
 
 def pictures() -> list[np.ndarray]:
-    """RGBA pictures: a 7 in several sizes and polarities, two boots, a blank page, and two
-    specks far apart (too little ink for a 20x20 box, enough for 28x28)."""
+    """RGBA pictures: a 7 in several sizes and polarities, blurred and JPEG-compressed (grey
+    levels around the paper threshold), two boots, a blank page, and two specks far apart
+    (too little ink for a 20x20 box, enough for 28x28)."""
+    jpeg = io.BytesIO()
+    seven(90, 250).save(jpeg, format="JPEG", quality=70)
     specks = np.full((20, 1000, 4), 255, np.uint8)
     specks[[5, 15], [5, 995], :3] = 0
     return [
         rgba(seven(200, 200)),
         rgba(seven(300, 120, ink="white", paper="black")),
         rgba(seven(60, 250, ink="#223355", paper="#eee8d5")),
+        rgba(seven(240, 240).filter(ImageFilter.GaussianBlur(8))),
+        rgba(Image.open(jpeg)),
         rgba(boot(300, 200)),
         rgba(boot(41, 97)),
         np.full((50, 80, 4), 255, np.uint8),
@@ -110,7 +117,7 @@ def pictures() -> list[np.ndarray]:
 
 def images() -> np.ndarray:
     """(n, 784) uint8: the prepared pictures (sparse, as the page's input) and random bytes."""
-    prepared = [prepare(p, RULES["mnist"]).ravel() for p in pictures()[:5]]
+    prepared = [prepare(p, RULES["mnist"]).ravel() for p in pictures()[:7]]
     noise = np.random.default_rng(0).integers(0, 256, (5, 784), dtype=np.uint8)
     return np.vstack([*prepared, noise])
 
@@ -128,8 +135,16 @@ def shipped(cnn: Net) -> dict:
     return page_data(cnn, META, kmeans(), test)
 
 
-# Runs in the bare page after demo_page_models.js; reports into <pre id="report">.
+# Runs in the bare page after demo_page_models.js; reports into <pre id="report">. Each
+# result is { value } or, where the page's function threw, { error }.
 HARNESS_JS = """
+function attempt(compute) {
+  try {
+    return { value: compute() };
+  } catch (error) {
+    return { error: error instanceof digitModels.ShapeMismatch ? error.message : error.stack };
+  }
+}
 function computed(cnn) {
   const data = { ...CASES.data, cnn: cnn };
   const models = digitModels.load(data, CASES.nearest);
@@ -146,30 +161,23 @@ function prepared(rule) {
     const data = Uint8ClampedArray.from(atob(picture.rgba), (c) => c.charCodeAt(0));
     const image = { data: data, width: picture.width, height: picture.height };
     try {
-      return Array.from(digitModels.prepare(image, rule));
+      return { value: Array.from(digitModels.prepare(image, rule)) };
     } catch (error) {
-      if (error instanceof digitModels.BlankImage) return error.message;
-      throw error;
+      return { error: error instanceof digitModels.BlankImage ? error.message : error.stack };
     }
   });
-}
-function mismatch(cnn) {
-  try {
-    digitModels.load({ ...CASES.data, cnn: cnn }, CASES.nearest);
-    return "loaded";
-  } catch (error) {
-    return error instanceof digitModels.ShapeMismatch ? error.message : `${error}`;
-  }
 }
 const CASES = JSON.parse(document.getElementById("cases").textContent);
 const report = document.createElement("pre");
 report.id = "report";
 try {
   report.textContent = JSON.stringify({
-    net: computed(CASES.data.cnn),
-    resized: computed(CASES.resized),
+    net: attempt(() => computed(CASES.data.cnn)),
+    resized: attempt(() => computed(CASES.resized)),
     prepared: Object.fromEntries(Object.entries(CASES.rules).map(([k, r]) => [k, prepared(r)])),
-    broken: Object.fromEntries(Object.entries(CASES.broken).map(([k, d]) => [k, mismatch(d)])),
+    broken: Object.fromEntries(
+      Object.entries(CASES.broken).map(([k, cnn]) => [k, attempt(() => computed(cnn))]),
+    ),
   });
 } catch (error) {
   report.textContent = JSON.stringify({ error: `${error}\\n${error.stack}` });
@@ -227,7 +235,9 @@ def torch_probabilities(cnn: Net, pixels: np.ndarray) -> np.ndarray:
 def test_page_cnn_gives_pytorchs_probabilities(results, which):
     cnn = net(0) if which == "net" else resized()
     expected = torch_probabilities(cnn, images())
-    page = np.array([image["probabilities"] for image in results[which]])
+    got = results[which]
+    assert "error" not in got, f"the page: {got['error']}"
+    page = np.array([image["probabilities"] for image in got["value"]])
     np.testing.assert_allclose(page, expected, rtol=0, atol=1e-12)
     # The answers depend on the picture: a page that ignored its input would fail above.
     assert np.ptp(expected, axis=0).max() > 1e-3
@@ -235,7 +245,9 @@ def test_page_cnn_gives_pytorchs_probabilities(results, which):
 
 def test_page_finds_the_nearest_centroids_as_python_does(results):
     expected = kmeans().nearest(images() / 255, NEAREST)
-    np.testing.assert_array_equal([image["nearest"] for image in results["net"]], expected)
+    got = results["net"]
+    assert "error" not in got, f"the page: {got['error']}"
+    np.testing.assert_array_equal([image["nearest"] for image in got["value"]], expected)
 
 
 @pytest.mark.parametrize("dataset", sorted(RULES))
@@ -244,10 +256,10 @@ def test_page_prepares_pictures_as_digits_prepare(results, dataset):
         try:
             field = prepare(picture, RULES[dataset]).astype(int)
         except BlankImageError as error:
-            assert page == str(error), f"picture {i}"
+            assert page == {"error": str(error)}, f"picture {i}"
             continue
-        assert not isinstance(page, str), f"picture {i}: the page says {page!r}"
-        difference = np.abs(np.array(page).reshape(28, 28) - field)
+        assert "error" not in page, f"picture {i}: the page says {page['error']}"
+        difference = np.abs(np.array(page["value"]).reshape(28, 28) - field)
         # A rounding tie tips one level, on a few pixels; a changed rule moves far more.
         assert difference.max() <= 1 and np.count_nonzero(difference) <= 3, f"picture {i}"
 
@@ -255,4 +267,4 @@ def test_page_prepares_pictures_as_digits_prepare(results, dataset):
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_page_refuses_weights_that_do_not_fit_its_layers(results, case):
     make, message = BROKEN[case]
-    assert results["broken"][case] == message(make())
+    assert results["broken"][case] == {"error": message(make())}
