@@ -16,9 +16,10 @@ data set's rule (mnist_pipeline.processed.Preparation, carried in the model's me
 4. that box is placed in the 28x28 field with its centre of mass, or its own centre, on
    the field's centre.
 
-The demo page does the same steps in JavaScript (`prepare` in stages/demo_page.js): keep
-the two alike, step for step. Rounding is floor(x + 0.5) in both, and the centre of mass
-is computed from bytes, so both sides give the same field up to float noise in step 3.
+The demo page does the same steps in JavaScript (`prepare` in stages/demo_page_models.js,
+checked against this module by tests/test_page_models.py): keep the two alike, step for
+step. Rounding is floor(x + 0.5) in both, and the centre of mass is computed from bytes, so
+both sides give the same field up to float noise in step 3.
 """
 
 from __future__ import annotations

@@ -1,279 +1,44 @@
-// The demo page's script: prepare a drawing as the data set's images were made, then run the
-// CNN and k-means on it, in plain JavaScript. The stage inlines this file and the models' data
-// (the <script id="data"> element) into one page that needs no network.
+// The demo page's UI: the canvas to draw on, the buttons, the bars. The arithmetic (the
+// preparation, the CNN, the nearest centroids) is digitModels, in demo_page_models.js, which
+// the stage inlines before this file; the models' data is the <script id="data"> element.
 "use strict";
 (function () {
   const DATA = JSON.parse(document.getElementById("data").textContent);
-  const FIELD = 28; // the side of the image the models take
-  const PIXELS = FIELD * FIELD;
+  const { FIELD, PIXELS, BlankImage, ShapeMismatch, prepare } = digitModels;
   const TOP = 3; // nearest centroids shown
   const WARM_UP_ROUNDS = 3;
   const SUBJECT = DATA.preparation.subject; // what the pictures show: "digit", "garment"
 
-  function decodeBytes(base64) {
-    const text = atob(base64);
-    const bytes = new Uint8Array(text.length);
-    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-    return bytes;
-  }
-
-  // Float32 arrays written little-endian by the stage: the byte order of every browser in use.
-  function decodeFloats(base64) {
-    return new Float32Array(decodeBytes(base64).buffer);
-  }
-
-  const layers = {}; // the CNN's state_dict: "conv1.weight" -> its values, row-major
-  for (const [name, tensor] of Object.entries(DATA.cnn)) layers[name] = decodeFloats(tensor.data);
-  const centroids = decodeFloats(DATA.kmeans.centroids);
-  const nCentroids = DATA.kmeans.labels.length;
-  const testImages = decodeBytes(DATA.test.images);
-  const testCount = DATA.test.labels.length;
-
-  // ---- Preparation: mnist_pipeline/digits.py, step for step (see its docstring). ----
-
-  const PAPER = 0.1; // ink weaker than this fraction of the strongest counts as paper
-  const MIN_CONTRAST = 0.1; // an image whose ink stands less than this above the paper is blank
-
-  class BlankImage extends Error {}
-
-  function round(x) {
-    return Math.floor(x + 0.5);
-  }
-
-  // digits.grey_levels: luma in [0, 1], transparent pixels taken as white paper.
-  function greyLevels(rgba, count) {
-    const grey = new Float64Array(count);
-    for (let i = 0; i < count; i++) {
-      const luma = (0.299 * rgba[4 * i] + 0.587 * rgba[4 * i + 1] + 0.114 * rgba[4 * i + 2]) / 255;
-      const alpha = rgba[4 * i + 3] / 255;
-      grey[i] = luma * alpha + (1 - alpha);
-    }
-    return grey;
-  }
-
-  function median(values) {
-    const sorted = Float64Array.from(values).sort();
-    const half = sorted.length >> 1;
-    return sorted.length % 2 ? sorted[half] : (sorted[half - 1] + sorted[half]) / 2;
-  }
-
-  // digits.ink: the paper 0, the strongest ink 1, for either polarity.
-  function ink(grey, width, height) {
-    const border = [];
-    for (let x = 0; x < width; x++) border.push(grey[x]);
-    for (let x = 0; x < width; x++) border.push(grey[(height - 1) * width + x]);
-    for (let y = 1; y < height - 1; y++) border.push(grey[y * width]);
-    for (let y = 1; y < height - 1; y++) border.push(grey[y * width + width - 1]);
-    let paper = median(border);
-    let sign = 1;
-    if (paper > 0.5) {
-      // light paper: the ink is dark
-      sign = -1;
-      paper = 1 - paper;
-    }
-    const level = new Float64Array(grey.length);
-    let strongest = -Infinity;
-    for (let i = 0; i < grey.length; i++) {
-      level[i] = sign > 0 ? grey[i] : 1 - grey[i];
-      if (level[i] > strongest) strongest = level[i];
-    }
-    const contrast = strongest - paper;
-    if (contrast < MIN_CONTRAST) {
-      throw new BlankImage("blank image: no ink stands out from the paper");
-    }
-    for (let i = 0; i < level.length; i++) {
-      const strength = (level[i] - paper) / contrast;
-      level[i] = strength < PAPER ? 0 : strength;
-    }
-    return level;
-  }
-
-  // digits.area_weights: output pixel i averages the input over [i, i + 1) * nIn / nOut.
-  function areaWeights(nIn, nOut) {
-    const step = nIn / nOut;
-    const rows = [];
-    for (let i = 0; i < nOut; i++) {
-      const start = i * step;
-      const end = start + step;
-      const first = Math.floor(start);
-      const row = { first: first, shares: [] };
-      for (let k = first; k < Math.min(nIn, Math.ceil(end)); k++) {
-        row.shares.push(Math.max(Math.min(end, k + 1) - Math.max(start, k), 0) / step);
-      }
-      rows.push(row);
-    }
-    return rows;
-  }
-
-  // digits.fit_box: the ink's bounding box scaled to fit boxSide x boxSide, as bytes.
-  function fitBox(strength, width, height, boxSide) {
-    let top = height, bottom = -1, left = width, right = -1;
-    for (let y = 0; y < height; y++) {
-      for (let x = 0; x < width; x++) {
-        if (strength[y * width + x] > 0) {
-          top = Math.min(top, y);
-          bottom = Math.max(bottom, y);
-          left = Math.min(left, x);
-          right = Math.max(right, x);
-        }
-      }
-    }
-    const cropH = bottom - top + 1;
-    const cropW = right - left + 1;
-    const side = Math.max(cropH, cropW);
-    const outH = Math.max(1, round((cropH * boxSide) / side));
-    const outW = Math.max(1, round((cropW * boxSide) / side));
-    const across = areaWeights(cropW, outW);
-    const down = areaWeights(cropH, outH);
-    // Columns first (crop rows -> outW values each), then rows.
-    const narrow = new Float64Array(cropH * outW);
-    for (let y = 0; y < cropH; y++) {
-      const source = (top + y) * width + left;
-      for (let j = 0; j < outW; j++) {
-        const { first, shares } = across[j];
-        let sum = 0;
-        for (let k = 0; k < shares.length; k++) sum += shares[k] * strength[source + first + k];
-        narrow[y * outW + j] = sum;
-      }
-    }
-    const box = new Uint8Array(outH * outW);
-    for (let i = 0; i < outH; i++) {
-      const { first, shares } = down[i];
-      for (let j = 0; j < outW; j++) {
-        let sum = 0;
-        for (let k = 0; k < shares.length; k++) sum += shares[k] * narrow[(first + k) * outW + j];
-        box[i * outW + j] = Math.floor(Math.min(Math.max(sum, 0), 1) * 255 + 0.5);
-      }
-    }
-    return { pixels: box, width: outW, height: outH };
-  }
-
-  // digits.center: the box in the 28x28 field, its centre of mass (by "mass") or its own
-  // centre (by "box") on the field's centre.
-  function center(box, by) {
-    let total = 0, rowMoment = 0, colMoment = 0;
-    for (let y = 0; y < box.height; y++) {
-      for (let x = 0; x < box.width; x++) {
-        const value = box.pixels[y * box.width + x];
-        total += value;
-        rowMoment += value * y;
-        colMoment += value * x;
-      }
-    }
-    if (total === 0) throw new BlankImage("blank image: too little ink to show at 28x28 pixels");
-    const cy = by === "mass" ? rowMoment / total : (box.height - 1) / 2;
-    const cx = by === "mass" ? colMoment / total : (box.width - 1) / 2;
-    const top = Math.floor(FIELD / 2 - cy);
-    const left = Math.floor(FIELD / 2 - cx);
-    const field = new Uint8Array(PIXELS);
-    for (let y = 0; y < box.height; y++) {
-      for (let x = 0; x < box.width; x++) {
-        const fy = top + y, fx = left + x;
-        if (fy >= 0 && fy < FIELD && fx >= 0 && fx < FIELD) {
-          field[fy * FIELD + fx] = box.pixels[y * box.width + x];
-        }
-      }
-    }
-    return field;
-  }
-
-  // digits.prepare: an ImageData (any size) -> 784 bytes, white ink on black, as `rule`
-  // (DATA.preparation: { box, center }) says.
-  function prepare(image, rule) {
-    const grey = greyLevels(image.data, image.width * image.height);
-    const strength = ink(grey, image.width, image.height);
-    return center(fitBox(strength, image.width, image.height, rule.box), rule.center);
-  }
-
-  // ---- The CNN: mnist_pipeline/cnn.py's Net in eval mode (dropout off). ----
-
-  // A "valid" convolution: (inC, size, size) -> (outC, size - k + 1, size - k + 1).
-  function conv(input, inC, size, weight, bias, outC, k) {
-    const outSize = size - k + 1;
-    const out = new Float64Array(outC * outSize * outSize);
-    for (let o = 0; o < outC; o++) {
-      for (let y = 0; y < outSize; y++) {
-        for (let x = 0; x < outSize; x++) {
-          let sum = bias[o];
-          for (let c = 0; c < inC; c++) {
-            for (let ky = 0; ky < k; ky++) {
-              const w = ((o * inC + c) * k + ky) * k;
-              const i = (c * size + y + ky) * size + x;
-              for (let kx = 0; kx < k; kx++) sum += weight[w + kx] * input[i + kx];
-            }
-          }
-          out[(o * outSize + y) * outSize + x] = sum;
-        }
-      }
-    }
-    return out;
-  }
-
-  // relu(max_pool2d(x, 2)) on (channels, size, size).
-  function poolRelu(input, channels, size) {
-    const half = size / 2;
-    const out = new Float64Array(channels * half * half);
-    for (let c = 0; c < channels; c++) {
-      for (let y = 0; y < half; y++) {
-        for (let x = 0; x < half; x++) {
-          const i = (c * size + 2 * y) * size + 2 * x;
-          const most = Math.max(input[i], input[i + 1], input[i + size], input[i + size + 1]);
-          out[(c * half + y) * half + x] = Math.max(most, 0);
-        }
-      }
-    }
-    return out;
-  }
-
-  function linear(input, weight, bias, relu) {
-    const out = new Float64Array(bias.length);
-    for (let o = 0; o < bias.length; o++) {
-      let sum = bias[o];
-      for (let i = 0; i < input.length; i++) sum += weight[o * input.length + i] * input[i];
-      out[o] = relu ? Math.max(sum, 0) : sum;
-    }
-    return out;
-  }
-
-  function cnnProbabilities(pixels) {
-    const x = new Float64Array(PIXELS);
-    for (let i = 0; i < PIXELS; i++) x[i] = (pixels[i] / 255 - DATA.mean) / DATA.std;
-    const w = layers;
-    let h = poolRelu(conv(x, 1, 28, w["conv1.weight"], w["conv1.bias"], 10, 5), 10, 24);
-    h = poolRelu(conv(h, 10, 12, w["conv2.weight"], w["conv2.bias"], 20, 5), 20, 8);
-    h = linear(h, w["fc1.weight"], w["fc1.bias"], true); // 320 = (20, 4, 4) flattened
-    const logits = linear(h, w["fc2.weight"], w["fc2.bias"], false);
-    const most = Math.max(...logits);
-    const exp = logits.map((v) => Math.exp(v - most));
-    const total = exp.reduce((a, b) => a + b, 0);
-    return Array.from(exp, (v) => v / total);
-  }
-
-  // ---- k-means: the nearest centroids to pixel / 255, by squared distance. ----
-
-  function nearestCentroids(pixels) {
-    const found = [];
-    for (let c = 0; c < nCentroids; c++) {
-      let distance = 0;
-      for (let i = 0; i < PIXELS; i++) {
-        const d = pixels[i] / 255 - centroids[c * PIXELS + i];
-        distance += d * d;
-      }
-      found.push({ index: c, distance: distance, label: DATA.kmeans.labels[c] });
-    }
-    found.sort((a, b) => a.distance - b.distance || a.index - b.index);
-    return found.slice(0, TOP);
-  }
-
-  function predict(pixels) {
-    return { probabilities: cnnProbabilities(pixels), nearest: nearestCentroids(pixels) };
-  }
-
-  // ---- The page ----
-
   const canvas = document.getElementById("draw");
   const pen = canvas.getContext("2d", { willReadFrequently: true });
   const status = document.getElementById("status");
+  document.title = `Draw a ${SUBJECT}: the pipeline's models`;
+  document.getElementById("heading").textContent = `Draw a ${SUBJECT}`;
+
+  let models;
+  try {
+    models = digitModels.load(DATA, TOP);
+  } catch (error) {
+    if (!(error instanceof ShapeMismatch)) throw error;
+    // Net in mnist_pipeline/cnn.py changed in a way NET in demo_page_models.js does not
+    // follow: say so, rather than answer with garbage.
+    const message =
+      `This page cannot run the models it was built with: ${error.message}. ` +
+      "Make NET in stages/demo_page_models.js match Net in mnist_pipeline/cnn.py, " +
+      "then run `dvc repro demo_page`.";
+    status.textContent = message;
+    for (const id of ["clear", "next"]) document.getElementById(id).disabled = true;
+    window.digitDemo = { error: message };
+    return;
+  }
+  const { centroids, testImages } = models;
+  const nCentroids = DATA.kmeans.labels.length;
+  const testCount = DATA.test.labels.length;
+
+  function predict(pixels) {
+    return { probabilities: models.probabilities(pixels), nearest: models.nearest(pixels) };
+  }
+
   const state = { input: null, prediction: null, latencyMs: null, testIndex: -1 };
 
   function drawDigit(target, values) {
@@ -331,7 +96,7 @@
       const centroid = centroids.subarray(found.index * PIXELS, (found.index + 1) * PIXELS);
       drawDigit(centroidFigures[i].image, centroid);
       centroidFigures[i].caption.textContent =
-        `${DATA.kmeans.classes[found.label]} (#${found.index})`;
+        `${DATA.kmeans.classes[DATA.kmeans.labels[found.index]]} (#${found.index})`;
     });
     return prediction;
   }
@@ -465,8 +230,6 @@
     }
   }
 
-  document.title = `Draw a ${SUBJECT}: the pipeline's models`;
-  document.getElementById("heading").textContent = `Draw a ${SUBJECT}`;
   document.getElementById("about").textContent =
     `The ${DATA.dataset} models of this pipeline: a CNN and k-means with ${nCentroids} ` +
     `centroids, running in this page. ${testCount} test images are embedded.`;

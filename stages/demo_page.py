@@ -3,11 +3,12 @@ models answer.
 
 Reads: --cnn (models/cnn.pt), --kmeans (models/kmeans.npz), --data (data/processed/kmeans:
 the first test images and their labels).
-Writes: --out (demo/index.html): the page (stages/demo_page.html) with its script
-(stages/demo_page.js), both models' weights and N_TEST_IMAGES test images inlined. The page
-prepares a drawing as mnist_pipeline.digits does, under the preparation in the CNN's meta,
-and runs both models in plain JavaScript: it loads nothing from the network and opens from
-file://.
+Writes: --out (demo/index.html): the page (stages/demo_page.html) with its two scripts
+(stages/demo_page_models.js: the arithmetic, no DOM; stages/demo_page.js: the UI), both
+models' weights and N_TEST_IMAGES test images inlined. The page prepares a drawing as
+mnist_pipeline.digits does, under the preparation in the CNN's meta, and runs both models
+in plain JavaScript, with the CNN's layer sizes read from the weights' shapes: it loads
+nothing from the network and opens from file://.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import base64
 import dataclasses
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,11 @@ log = logging.getLogger("stages.demo_page")
 
 N_TEST_IMAGES = 300  # 235 KB of pixels; with the 256x784 centroids the page stays under 2 MB
 TEMPLATE = Path(__file__).with_name("demo_page.html")
-SCRIPT = Path(__file__).with_name("demo_page.js")
+# The scripts that fill the template's /*MODELS*/ and /*SCRIPT*/ markers; the data fills /*DATA*/.
+SCRIPTS = {
+    "MODELS": Path(__file__).with_name("demo_page_models.js"),
+    "SCRIPT": Path(__file__).with_name("demo_page.js"),
+}
 
 
 def _base64(array: np.ndarray, dtype: str) -> str:
@@ -62,15 +68,15 @@ def page_data(cnn: Net, meta: dict, kmeans: KmeansModel, test: ProcessedData) ->
 
 
 def build_page(data: dict) -> str:
-    """The template with the script and the data inlined."""
+    """The template with the scripts and the data inlined."""
     # Inside a <script>, "</script" ends it and "<!--" can swallow the page's own script:
     # JSON has "<" only inside strings, where "\u003c" means the same and parses as nothing.
-    blob = json.dumps(data, separators=(",", ":"), sort_keys=True).replace("<", "\\u003c")
-    return (
-        TEMPLATE.read_text(encoding="utf-8")
-        .replace("/*SCRIPT*/", SCRIPT.read_text(encoding="utf-8"))
-        .replace("/*DATA*/", blob)
-    )
+    # The scripts have neither (tests/test_demo_page.py checks).
+    parts = {name: path.read_text(encoding="utf-8") for name, path in SCRIPTS.items()}
+    parts["DATA"] = json.dumps(data, separators=(",", ":"), sort_keys=True).replace("<", "\\u003c")
+    # One pass: a marker inside what is inlined (a class named "/*SCRIPT*/") stays as it is.
+    marker = re.compile(r"/\*(" + "|".join(parts) + r")\*/")
+    return marker.sub(lambda match: parts[match[1]], TEMPLATE.read_text(encoding="utf-8"))
 
 
 def main() -> None:
