@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from torchvision import transforms
 
 from mnist_pipeline.config import PreprocessParams
 from mnist_pipeline.datasets import DATASETS, get_dataset
@@ -22,7 +21,10 @@ PARAMS = PreprocessParams(mean=0.1307, std=0.3081)
 MNIST = get_dataset("mnist")
 
 
+@pytest.mark.slow  # importing torchvision alone takes 4.4 s, a third of the unit suite's budget
 def test_cnn_input_equals_torchvision_totensor_normalize(tiny_dir):
+    from torchvision import transforms
+
     cnn, _ = preprocess(tiny_dir, PARAMS, MNIST)
     raw = read_images(tiny_dir / "train-images-idx3-ubyte.gz")
     notebook = transforms.Compose(
