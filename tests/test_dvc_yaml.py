@@ -4,7 +4,8 @@ an edit or another package version re-runs only what it affects."""
 from __future__ import annotations
 
 import ast
-from importlib.metadata import packages_distributions
+import functools
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,10 @@ def test_stages_taking_params_declare_them(stage):
     source = (ROOT / f"stages/{stage}.py").read_text()
     reads_params = "load_params(" in source
     assert reads_params == bool(params_of(spec, "params.yaml")), "params use and declaration differ"
+
+
+# It walks every installed distribution's file list: half a second a call.
+packages_distributions = functools.cache(metadata.packages_distributions)
 
 
 def module_level_packages(paths: set[str]) -> set[str]:
