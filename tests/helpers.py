@@ -308,7 +308,11 @@ ALWAYS_RUNS = "environment"
 
 
 def ran_stages(output: str) -> set[str]:
-    """Names of the stages a `dvc repro` or `dvc exp run` actually executed."""
+    """Names of the stages a `dvc repro` or `dvc exp run` actually executed.
+
+    For tests that must tell a run from a run-cache restore: DVC records which stages it ran
+    nowhere but in these log lines (dvc.lock and `dvc status` look the same either way).
+    """
     lines = output.splitlines()
     return {line.split("'")[1] for line in lines if line.startswith("Running stage")} - {
         ALWAYS_RUNS
@@ -430,3 +434,47 @@ def boot(width: int, height: int) -> Image.Image:
 
 def rgba(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGBA"))
+
+
+# ---- What a repro changed, from dvc.lock and the outputs themselves ----
+
+
+def lock_stages(repo: Path) -> dict[str, dict]:
+    """dvc.lock's record of each stage (cmd, deps, params, outs and their md5s); {} before
+    the first run."""
+    path = repo / "dvc.lock"
+    return yaml.safe_load(path.read_text())["stages"] if path.exists() else {}
+
+
+def lock_md5s(repo: Path) -> dict[str, str]:
+    """path -> md5 of every stage output recorded in dvc.lock."""
+    return {
+        out["path"]: out["md5"] for stage in lock_stages(repo).values() for out in stage["outs"]
+    }
+
+
+def output_files(repo: Path) -> dict[str, dict[Path, tuple[int, int]]]:
+    """stage -> {file: (inode, mtime in ns)} for every file of every output dvc.lock lists,
+    the environment stage's record left out.
+
+    A stage that runs, or is restored from the run-cache, writes its outputs anew (the
+    stages replace each file by a rename; DVC's checkout links or copies from its cache),
+    so a stage whose files all keep their inode and mtime was left alone.
+    """
+    found = {}
+    for name, stage in lock_stages(repo).items():
+        if name == ALWAYS_RUNS:
+            continue
+        files = {}
+        for out in stage["outs"]:
+            path = repo / out["path"]
+            for file in [path] if path.is_file() else sorted(path.rglob("*")):
+                stat = file.stat()
+                files[file] = (stat.st_ino, stat.st_mtime_ns)
+        found[name] = files
+    return found
+
+
+def rewritten_stages(before: dict, after: dict) -> set[str]:
+    """The stages whose output files differ between two `output_files` snapshots."""
+    return {name for name, files in after.items() if files != before.get(name)}
