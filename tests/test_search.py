@@ -26,9 +26,9 @@ from tests.helpers import (
     BIN,
     ROOT,
     command_env,
+    commit_all,
     dvc,
     git,
-    make_repo,
     ran_stages,
     wait_until,
     write_params,
@@ -225,13 +225,16 @@ def experiments(repo: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_embedded_study_resumes_after_ctrl_c_and_reuses_the_run_cache(tmp_path, mirror_env):
-    repo = make_repo(tmp_path / "repo")
+def test_embedded_study_resumes_after_ctrl_c_and_reuses_the_run_cache(repo_copy, mirror_env):
+    # From the reproduced project, its results committed: a trial runs only the CNN's stages
+    # (the tests' own compute.threads, 1, and a learning rate the baseline did not use).
+    repo = repo_copy
+    commit_all(repo, "baseline results")
     # One point, asked twice: the second time it must come from the run-cache.
-    write_space(repo, {"trials": 2, "space": {"cnn.lr": {"choice": [0.05]}}})
+    write_space(repo, {"trials": 2, "space": {"cnn.lr": {"choice": [0.07]}}})
     url = f"sqlite:///{repo}/search/optuna.db"
     env = command_env(mirror_env)
-    command = [str(BIN / "mnist-search"), "--heartbeat", "2"]
+    command = [str(BIN / "mnist-search"), "--heartbeat", "2", "--threads", "1"]
     first = subprocess.Popen(
         command,
         cwd=repo,
@@ -271,7 +274,7 @@ def test_embedded_study_resumes_after_ctrl_c_and_reuses_the_run_cache(tmp_path, 
         lr = trial.params["cnn.lr"]
         assert ("train_cnn" in ran) == (lr not in seen), (trial.number, lr, ran)
         seen.setdefault(lr, trial.number)
-    assert list(seen) == [0.05]
+    assert list(seen) == [0.07]
     best = max(trials[1:], key=lambda t: t.value)
     assert f"apply it with `dvc exp apply tiny-{best.number}`" in again.stdout
     assert (repo / "search/tiny/history.png").stat().st_size > 1000
@@ -281,21 +284,27 @@ def test_embedded_study_resumes_after_ctrl_c_and_reuses_the_run_cache(tmp_path, 
 
 @pytest.mark.slow
 def test_two_machines_share_a_postgresql_study_and_survive_kill_9(
-    tmp_path, mirror_env, postgres, monkeypatch
+    repo_copy, tmp_path, mirror_env, postgres, monkeypatch
 ):
     monkeypatch.setenv("PGPASSWORD", "s3cret-pw")  # for this process's own look at the study
-    project = make_repo(tmp_path / "project")
+    # The reproduced project, its results pushed: each machine clones and pulls them, and a
+    # trial runs only the CNN's stages (learning rates the baseline did not use, and the
+    # tests' own compute.threads, 1).
+    project = repo_copy
     store = tmp_path / "dvc-remote"
     dvc(project, "remote", "add", "-d", "shared", str(store))
-    write_space(project, {"study": "shared", "trials": 2})
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "search space and DVC remote")
+    space = {"cnn.lr": {"choice": [0.07, 0.1]}}
+    write_space(project, {"study": "shared", "trials": 2, "space": space})
+    commit_all(project, "results, search space and DVC remote")
+    dvc(project, "push")
     remote = tmp_path / "remote.git"
     git(tmp_path, "clone", "-q", "--bare", str(project), str(remote))
     clones = {}
     for name in ("a", "b", "c"):
         clones[name] = tmp_path / name
         git(tmp_path, "clone", "-q", str(remote), str(clones[name]))
+    for name in ("a", "b"):
+        dvc(clones[name], "pull")
     env = command_env({**mirror_env, "PGPASSWORD": "s3cret-pw"})
     command = [
         str(BIN / "mnist-search"),
@@ -305,6 +314,8 @@ def test_two_machines_share_a_postgresql_study_and_survive_kill_9(
         "origin",
         "--heartbeat",
         "2",
+        "--threads",
+        "1",
     ]
 
     def start(name: str, *extra: str) -> subprocess.Popen:
