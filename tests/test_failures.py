@@ -285,10 +285,13 @@ def stage_processes(module: str, cwd: Path) -> list[int]:
     return pids
 
 
-def samefile_stat(path: Path, earlier: os.stat_result) -> bool:
-    """Whether path is still the file `earlier` was taken of, unwritten since (inode, mtime)."""
-    now = path.stat()
-    return (now.st_ino, now.st_mtime_ns) == (earlier.st_ino, earlier.st_mtime_ns)
+def written_anew(path: Path, earlier: os.stat_result) -> bool:
+    """Whether path is now another file than `earlier` was taken of, or rewritten since."""
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    return (now.st_ino, now.st_mtime_ns) != (earlier.st_ino, earlier.st_mtime_ns)
 
 
 @pytest.mark.slow
@@ -310,7 +313,7 @@ def test_kill_9_of_dvc_stops_the_stage_it_ran(repo_copy, mirror_env, shell):
         stderr=subprocess.DEVNULL,
     )
     # Until an epoch is done: the stage is running.
-    wait_until(lambda: summary.exists() and not samefile_stat(summary, baseline), 120, 0.1)
+    wait_until(lambda: written_anew(summary, baseline), 120, 0.1)
     assert stage_processes("stages.train_cnn", repo.resolve())
     dvc_run.kill()
     dvc_run.wait()
