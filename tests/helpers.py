@@ -284,6 +284,13 @@ def keep_only_the_projects_dvc_config(repo: Path) -> None:
 
 def make_repo(path: Path) -> Path:
     """Copy the project into a fresh git repo, with the tiny-data params."""
+    return copy_project(path, TINY_PARAMS)
+
+
+def copy_project(path: Path, params: dict) -> Path:
+    """Copy the project into a fresh git repo with one commit (DVCLive needs one): the
+    notebooks' params with nested `params` changes merged in, and a .dvc/config without
+    the user's shared cache or remotes. The benchmark's copies are made here too."""
     path.mkdir(parents=True)
     for name in PROJECT_FILES:
         source = ROOT / name
@@ -293,7 +300,7 @@ def make_repo(path: Path) -> Path:
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, path / name)
     keep_only_the_projects_dvc_config(path)
-    write_params(path, TINY_PARAMS)
+    write_params(path, params)
     git(path, "init", "-q", "-b", "main")
     git(path, "config", "user.name", "test")  # dvc exp commits need an identity
     git(path, "config", "user.email", "test@example.com")
