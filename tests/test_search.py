@@ -245,7 +245,8 @@ def test_embedded_study_resumes_after_ctrl_c_and_reuses_the_run_cache(repo_copy,
         text=True,
     )
     log = repo / "search/logs/tiny-0.log"
-    # Ctrl-C reaches the whole foreground group: the command, dvc and the stage.
+    # Ctrl-C reaches the whole foreground group: the command, dvc and the stage. (DVC says
+    # that a stage started in its log only.)
     wait_until(lambda: log.exists() and "Running stage 'train_cnn'" in log.read_text(), 300, 0.5)
     os.killpg(first.pid, signal.SIGINT)
     out, err = first.communicate(timeout=120)
@@ -329,7 +330,7 @@ def test_two_machines_share_a_postgresql_study_and_survive_kill_9(
             text=True,
         )
 
-    def b_is_training() -> bool:
+    def b_is_training() -> bool:  # DVC says that a stage started in its log only
         logs = list((clones["b"] / "search/logs").glob("shared-*.log"))
         return any("Running stage 'train_cnn'" in log.read_text() for log in logs)
 
