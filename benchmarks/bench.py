@@ -1,7 +1,7 @@
 """Benchmark the pipeline against the two notebooks' way of doing the same work.
 
-From the repository root: the full run (about 13 minutes on 2 quiet cores), then a smoke test
-(a minute or two on a quiet machine; its timings mean nothing):
+From the repository root: the full run, then a smoke test (its timings mean nothing). Each
+run reports its own wall time at the end (and in the JSON):
 
     .venv/bin/python benchmarks/bench.py --raw /usr/share/datasets/fashion-mnist --full --rounds 5
     .venv/bin/python benchmarks/bench.py --raw /usr/share/datasets/fashion-mnist \
@@ -13,8 +13,9 @@ Measured, each in a fresh process (this file with --worker), --threads torch thr
   then each one's test accuracy after --epochs epochs.
 - k-means sweep: MiniBatchKMeans, scikit-learn's defaults, float64 pixels, against
   stages.kmeans_sweep.sweep; the kept model's test accuracy.
-- Each stage alone with dvc.yaml's command line, in a copy of the project (its params.yaml
-  set to --dataset and cnn.epochs = --epochs): wall time and peak RSS.
+- Each stage alone with dvc.yaml's command line, in a copy of the project made as the tests
+  make theirs (tests/helpers.py: the notebooks' params, set to --dataset and cnn.epochs =
+  --epochs): wall time and peak RSS.
 - With --full, through hyperfine: a cold `dvc repro` of a fresh copy, a no-op one, and the
   notebook-equivalent scripts.
 The sides take turns for --rounds rounds (hyperfine: --rounds runs each). Writes JSON (--out)
@@ -183,7 +184,6 @@ def kmeans_pipeline(spec: dict) -> dict:
 
 def run_worker(task: str, spec_json: str) -> None:
     spec = json.loads(spec_json)
-    sys.path.insert(0, str(REPO))  # run as benchmarks/bench.py: find stages/, mnist_pipeline/
     if spec.get("keep_freed_memory"):
         from stages.train_cnn import keep_freed_memory
 
@@ -195,23 +195,34 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run_measured(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) and output of one child; os.wait4 reports that child alone.
+# Runs one command and writes "WALL_S PEAK_RSS_KIB" to argv[1]. A child's peak RSS starts
+# from its parent's (it begins as a copy of it, and exec keeps the larger peak), so each
+# command is started by this small stdlib-only process, not by the launcher, which imports
+# the tests' helpers (numpy among them).
+MEASURE = """
+import os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{time.perf_counter() - start} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
+"""
 
-    A child's peak RSS starts from the launcher's (it begins as a copy of this process), so
-    the launcher imports neither torch nor numpy.
-    """
-    with tempfile.TemporaryFile("w+") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
+
+def run_measured(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MiB) and output of one child; os.wait4 reports that child alone."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.NamedTemporaryFile("r") as figures:
+        measured = [sys.executable, "-S", "-c", MEASURE, figures.name, *cmd]
+        returncode = subprocess.run(
+            measured, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+        ).returncode
         out.seek(0)
         output = out.read()
-    if proc.returncode:
-        raise SystemExit(f"{shlex.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, output
+        wall, rss_kib = (float(x) for x in (figures.read() or "0 0").split())
+    if returncode:
+        raise SystemExit(f"{shlex.join(cmd)} failed ({returncode}):\n{output[-3000:]}")
+    return wall, rss_kib / 1024, output
 
 
 def worker(task: str, spec: dict, env: dict) -> dict:
@@ -242,21 +253,10 @@ def compare(sides: dict, spec: dict, rounds: int, env: dict) -> dict:
 
 
 def copy_project(dest: Path, dataset: str, epochs: int) -> Path:
-    """What `dvc repro` needs, with params.yaml set to dataset and epochs."""
-    for name in ("stages", "mnist_pipeline"):
-        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore", ".dvc/config", ".gitignore", "uv.lock"):
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, dest / name)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["dataset"], params["cnn"]["epochs"] = dataset, epochs
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # A scratch repository of its own, with one commit: DVCLive (train_cnn) fails in a
-    # repository without any.
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "benchmark copy"]):
-        subprocess.run(git + args, cwd=dest, check=True)
-    return dest
+    """What `dvc repro` needs, in a git repo of its own, with dataset and epochs set."""
+    from tests.helpers import copy_project  # the tests' copy: the same files, params, config
+
+    return copy_project(dest, {"data": {"dataset": dataset}, "cnn": {"epochs": epochs}})
 
 
 def measure_stages(project: Path, env: dict) -> list[dict]:
@@ -355,9 +355,11 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also the whole pipeline")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    sys.path.insert(0, str(REPO))  # run as benchmarks/bench.py: find tests/, stages/, ...
     if args.worker:
         run_worker(*args.worker)
         return
+    started = time.perf_counter()
     if args.raw is None or (args.full and not shutil.which("hyperfine")):
         parser.error("--raw is required; --full needs hyperfine")
     raw, cores = args.raw.resolve(), len(os.sched_getaffinity(0))
@@ -404,6 +406,7 @@ def main() -> None:
                 scratch, spec | {"epochs": args.epochs}, args.rounds, env
             )
     machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    machine["this run of bench.py, wall s"] = round(time.perf_counter() - started)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     args.markdown.write_text(render(results))
     print(args.markdown.read_text())

@@ -170,7 +170,11 @@ class serve:
         self.server.requests = 0
 
     def __enter__(self) -> str:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # shutdown() waits for the loop to see its flag: at the default 0.5 s poll, every
+        # `with serve(...)` cost half a second on exit.
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        ).start()
         return f"http://127.0.0.1:{self.server.server_port}/"
 
     def __exit__(self, *exc) -> None:
@@ -280,6 +284,13 @@ def keep_only_the_projects_dvc_config(repo: Path) -> None:
 
 def make_repo(path: Path) -> Path:
     """Copy the project into a fresh git repo, with the tiny-data params."""
+    return copy_project(path, TINY_PARAMS)
+
+
+def copy_project(path: Path, params: dict) -> Path:
+    """Copy the project into a fresh git repo with one commit (DVCLive needs one): the
+    notebooks' params with nested `params` changes merged in, and a .dvc/config without
+    the user's shared cache or remotes. The benchmark's copies are made here too."""
     path.mkdir(parents=True)
     for name in PROJECT_FILES:
         source = ROOT / name
@@ -289,7 +300,7 @@ def make_repo(path: Path) -> Path:
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, path / name)
     keep_only_the_projects_dvc_config(path)
-    write_params(path, TINY_PARAMS)
+    write_params(path, params)
     git(path, "init", "-q", "-b", "main")
     git(path, "config", "user.name", "test")  # dvc exp commits need an identity
     git(path, "config", "user.email", "test@example.com")
@@ -304,7 +315,11 @@ ALWAYS_RUNS = "environment"
 
 
 def ran_stages(output: str) -> set[str]:
-    """Names of the stages a `dvc repro` or `dvc exp run` actually executed."""
+    """Names of the stages a `dvc repro` or `dvc exp run` actually executed.
+
+    For tests that must tell a run from a run-cache restore: DVC records which stages it ran
+    nowhere but in these log lines (dvc.lock and `dvc status` look the same either way).
+    """
     lines = output.splitlines()
     return {line.split("'")[1] for line in lines if line.startswith("Running stage")} - {
         ALWAYS_RUNS
@@ -426,3 +441,47 @@ def boot(width: int, height: int) -> Image.Image:
 
 def rgba(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGBA"))
+
+
+# ---- What a repro changed, from dvc.lock and the outputs themselves ----
+
+
+def lock_stages(repo: Path) -> dict[str, dict]:
+    """dvc.lock's record of each stage (cmd, deps, params, outs and their md5s); {} before
+    the first run."""
+    path = repo / "dvc.lock"
+    return yaml.safe_load(path.read_text())["stages"] if path.exists() else {}
+
+
+def lock_md5s(repo: Path) -> dict[str, str]:
+    """path -> md5 of every stage output recorded in dvc.lock."""
+    return {
+        out["path"]: out["md5"] for stage in lock_stages(repo).values() for out in stage["outs"]
+    }
+
+
+def output_files(repo: Path) -> dict[str, dict[Path, tuple[int, int]]]:
+    """stage -> {file: (inode, mtime in ns)} for every file of every output dvc.lock lists,
+    the environment stage's record left out.
+
+    A stage that runs, or is restored from the run-cache, writes its outputs anew (the
+    stages replace each file by a rename; DVC's checkout links or copies from its cache),
+    so a stage whose files all keep their inode and mtime was left alone.
+    """
+    found = {}
+    for name, stage in lock_stages(repo).items():
+        if name == ALWAYS_RUNS:
+            continue
+        files = {}
+        for out in stage["outs"]:
+            path = repo / out["path"]
+            for file in [path] if path.is_file() else sorted(path.rglob("*")):
+                stat = file.stat()
+                files[file] = (stat.st_ino, stat.st_mtime_ns)
+        found[name] = files
+    return found
+
+
+def rewritten_stages(before: dict, after: dict) -> set[str]:
+    """The stages whose output files differ between two `output_files` snapshots."""
+    return {name for name, files in after.items() if files != before.get(name)}

@@ -35,9 +35,7 @@ from tests.helpers import (
     Hanging,
     command_env,
     commit_all,
-    dvc,
     git,
-    make_repo,
     set_params,
     wait_until,
     write_params,
@@ -288,16 +286,25 @@ def stage_processes(module: str, cwd: Path) -> list[int]:
     ]
 
 
+def written_anew(path: Path, earlier: os.stat_result) -> bool:
+    """Whether path is now another file than `earlier` was taken of, or rewritten since."""
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    return (now.st_ino, now.st_mtime_ns) != (earlier.st_ino, earlier.st_mtime_ns)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and pidfd_open")
 @pytest.mark.parametrize("shell", SHELLS[1:])
-def test_kill_9_of_dvc_stops_the_stage_it_ran(tmp_path, mirror_env, shell):
-    repo = make_repo(tmp_path / "repo")
+def test_kill_9_of_dvc_stops_the_stage_it_ran(repo_copy, mirror_env, shell):
+    repo = repo_copy
     # A .gitignore that DVC wrote before .gitignore listed DVCLive's files, committed.
-    (repo / "dvclive").mkdir()
     (repo / "dvclive/.gitignore").write_text("/plots\n/metrics.json\n")
-    commit_all(repo, "dvclive/.gitignore")
-    dvc(repo, "repro", "preprocess", env=mirror_env)
+    commit_all(repo, "results and dvclive/.gitignore")
+    summary = repo / "dvclive/metrics.json"
+    baseline = summary.stat()  # the first run's, until DVC removes it to run the stage
     set_params(repo, {"cnn": {"epochs": 10_000}})  # trains until stopped
     dvc_run = subprocess.Popen(
         [str(BIN / "dvc"), "repro", "train_cnn"],
@@ -307,7 +314,7 @@ def test_kill_9_of_dvc_stops_the_stage_it_ran(tmp_path, mirror_env, shell):
         stderr=subprocess.DEVNULL,
     )
     # Until an epoch is done: the stage is running.
-    wait_until((repo / "dvclive/metrics.json").exists, 120, 0.1)
+    wait_until(lambda: written_anew(summary, baseline), 120, 0.1)
     assert stage_processes("stages.train_cnn", repo.resolve())
     dvc_run.kill()
     dvc_run.wait()

@@ -209,6 +209,7 @@ def test_a_failed_evaluation_loses_no_metrics(repo_copy, mirror_env, model, stag
 
     # The README's recovery ("When something goes wrong"): the run-cache gives both back.
     recovered = dvc(repo_copy, "repro", env=mirror_env)
+    # DVC says a stage came from the run-cache in this log line only.
     assert f"Stage '{stage}' is cached - skipping run" in recovered.stdout, recovered.stdout
     assert (repo_copy / metrics).read_bytes() == earlier
     assert changed_stages(repo_copy, env=mirror_env) == {}

@@ -9,12 +9,6 @@ from pathlib import Path
 from tests.helpers import BIN, ROOT, dvc, keep_only_the_projects_dvc_config, make_repo, run
 
 
-def test_a_test_repo_keeps_its_own_cache(tmp_path):
-    repo = make_repo(tmp_path / "repo")
-    shown = dvc(repo, "cache", "dir").stdout.strip()
-    assert Path(shown).resolve() == (repo / ".dvc" / "cache").resolve()
-
-
 def test_a_users_shared_cache_and_remotes_stay_out_of_the_test_repos(tmp_path):
     # What `dvc cache dir`, `dvc config cache.type` and `dvc remote add -d` write.
     (tmp_path / ".dvc").mkdir()
@@ -30,7 +24,7 @@ def test_a_users_shared_cache_and_remotes_stay_out_of_the_test_repos(tmp_path):
     )
 
 
-def test_global_dvc_config_does_not_reach_the_test_repos(tmp_path, monkeypatch):
+def test_a_test_repo_keeps_its_own_cache_whatever_the_global_dvc_config(tmp_path, monkeypatch):
     # A user's `dvc cache dir --global`, in a stand-in for their config folder.
     user_config = tmp_path / "user-config"
     user_config.mkdir()

@@ -21,10 +21,9 @@ def test_the_sharing_recipe_commits_every_result_that_belongs_in_git(repo_copy):
     (block,) = [b for b in bash_blocks("Sharing results between machines") if "git add" in b]
     (line,) = [line for line in block.splitlines() if line.startswith("git add")]
     run(["bash", "-euo", "pipefail", "-c", line], cwd=repo_copy)
-    # What a run wrote is now committed, or ignored as DVC-cached: nothing left over but
-    # the fixture's own log of the first run.
+    # What a run wrote is now committed, or ignored as DVC-cached: nothing is left over.
     status = git(repo_copy, "status", "--porcelain", "--untracked-files=all").stdout
-    assert status.splitlines() == ["?? first_repro.log"]
+    assert status.splitlines() == []
     committed = git(repo_copy, "show", "--name-only", "--format=", "HEAD").stdout.split()
     assert {"dvc.lock", "versions.json", "metrics/cnn.json", "metrics/kmeans.json"} <= set(
         committed

@@ -26,9 +26,9 @@ from tests.helpers import (
     BIN,
     ROOT,
     command_env,
+    commit_all,
     dvc,
     git,
-    make_repo,
     ran_stages,
     wait_until,
     write_params,
@@ -225,13 +225,16 @@ def experiments(repo: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_embedded_study_resumes_after_ctrl_c_and_reuses_the_run_cache(tmp_path, mirror_env):
-    repo = make_repo(tmp_path / "repo")
+def test_embedded_study_resumes_after_ctrl_c_and_reuses_the_run_cache(repo_copy, mirror_env):
+    # From the reproduced project, its results committed: a trial runs only the CNN's stages
+    # (the tests' own compute.threads, 1, and a learning rate the baseline did not use).
+    repo = repo_copy
+    commit_all(repo, "baseline results")
     # One point, asked twice: the second time it must come from the run-cache.
-    write_space(repo, {"trials": 2, "space": {"cnn.lr": {"choice": [0.05]}}})
+    write_space(repo, {"trials": 2, "space": {"cnn.lr": {"choice": [0.07]}}})
     url = f"sqlite:///{repo}/search/optuna.db"
     env = command_env(mirror_env)
-    command = [str(BIN / "mnist-search"), "--heartbeat", "2"]
+    command = [str(BIN / "mnist-search"), "--heartbeat", "2", "--threads", "1"]
     first = subprocess.Popen(
         command,
         cwd=repo,
@@ -242,7 +245,8 @@ def test_embedded_study_resumes_after_ctrl_c_and_reuses_the_run_cache(tmp_path, 
         text=True,
     )
     log = repo / "search/logs/tiny-0.log"
-    # Ctrl-C reaches the whole foreground group: the command, dvc and the stage.
+    # Ctrl-C reaches the whole foreground group: the command, dvc and the stage. (DVC says
+    # that a stage started in its log only.)
     wait_until(lambda: log.exists() and "Running stage 'train_cnn'" in log.read_text(), 300, 0.5)
     os.killpg(first.pid, signal.SIGINT)
     out, err = first.communicate(timeout=120)
@@ -271,7 +275,7 @@ def test_embedded_study_resumes_after_ctrl_c_and_reuses_the_run_cache(tmp_path, 
         lr = trial.params["cnn.lr"]
         assert ("train_cnn" in ran) == (lr not in seen), (trial.number, lr, ran)
         seen.setdefault(lr, trial.number)
-    assert list(seen) == [0.05]
+    assert list(seen) == [0.07]
     best = max(trials[1:], key=lambda t: t.value)
     assert f"apply it with `dvc exp apply tiny-{best.number}`" in again.stdout
     assert (repo / "search/tiny/history.png").stat().st_size > 1000
@@ -281,21 +285,27 @@ def test_embedded_study_resumes_after_ctrl_c_and_reuses_the_run_cache(tmp_path, 
 
 @pytest.mark.slow
 def test_two_machines_share_a_postgresql_study_and_survive_kill_9(
-    tmp_path, mirror_env, postgres, monkeypatch
+    repo_copy, tmp_path, mirror_env, postgres, monkeypatch
 ):
     monkeypatch.setenv("PGPASSWORD", "s3cret-pw")  # for this process's own look at the study
-    project = make_repo(tmp_path / "project")
+    # The reproduced project, its results pushed: each machine clones and pulls them, and a
+    # trial runs only the CNN's stages (learning rates the baseline did not use, and the
+    # tests' own compute.threads, 1).
+    project = repo_copy
     store = tmp_path / "dvc-remote"
     dvc(project, "remote", "add", "-d", "shared", str(store))
-    write_space(project, {"study": "shared", "trials": 2})
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "search space and DVC remote")
+    space = {"cnn.lr": {"choice": [0.07, 0.1]}}
+    write_space(project, {"study": "shared", "trials": 2, "space": space})
+    commit_all(project, "results, search space and DVC remote")
+    dvc(project, "push")
     remote = tmp_path / "remote.git"
     git(tmp_path, "clone", "-q", "--bare", str(project), str(remote))
     clones = {}
     for name in ("a", "b", "c"):
         clones[name] = tmp_path / name
         git(tmp_path, "clone", "-q", str(remote), str(clones[name]))
+    for name in ("a", "b"):
+        dvc(clones[name], "pull")
     env = command_env({**mirror_env, "PGPASSWORD": "s3cret-pw"})
     command = [
         str(BIN / "mnist-search"),
@@ -305,6 +315,8 @@ def test_two_machines_share_a_postgresql_study_and_survive_kill_9(
         "origin",
         "--heartbeat",
         "2",
+        "--threads",
+        "1",
     ]
 
     def start(name: str, *extra: str) -> subprocess.Popen:
@@ -318,7 +330,7 @@ def test_two_machines_share_a_postgresql_study_and_survive_kill_9(
             text=True,
         )
 
-    def b_is_training() -> bool:
+    def b_is_training() -> bool:  # DVC says that a stage started in its log only
         logs = list((clones["b"] / "search/logs").glob("shared-*.log"))
         return any("Running stage 'train_cnn'" in log.read_text() for log in logs)
 
