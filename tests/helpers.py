@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 import yaml
 from PIL import Image, ImageDraw
 
@@ -485,3 +486,38 @@ def output_files(repo: Path) -> dict[str, dict[Path, tuple[int, int]]]:
 def rewritten_stages(before: dict, after: dict) -> set[str]:
     """The stages whose output files differ between two `output_files` snapshots."""
     return {name for name, files in after.items() if files != before.get(name)}
+
+
+# ---- Processes ----
+
+
+def alive(pid: int | str) -> bool:
+    """Whether process `pid` still runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def processes_running(word: str, cwd: Path) -> list[int]:
+    """Process ids of the live processes in folder `cwd` with `word` as one of their
+    arguments (`stages.train_cnn` of `python -m stages.train_cnn`, `queue-worker`)."""
+    return [
+        process.pid
+        for process in psutil.process_iter(["cmdline", "cwd"])
+        if word in (process.info["cmdline"] or ())
+        and process.info["cwd"] == str(cwd.resolve())
+        and alive(process.pid)
+    ]
+
+
+def process_group(pgid: int) -> list[int]:
+    """Process ids of the members of process group `pgid`."""
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid:
+                members.append(process.pid)
+        except OSError:  # exited meanwhile
+            continue
+    return members

@@ -33,9 +33,11 @@ from tests.helpers import (
     ROOT,
     TINY_PARAMS,
     Hanging,
+    alive,
     command_env,
     commit_all,
     git,
+    processes_running,
     set_params,
     wait_until,
     write_params,
@@ -232,13 +234,6 @@ def proc_status(pid: int | str) -> str:
         return "gone"
 
 
-def exited(pid: int | str) -> bool:
-    try:
-        return psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and pidfd_open")
 @pytest.mark.parametrize("shell", SHELLS)
 def test_a_stage_stops_when_its_parent_is_killed(tmp_path, shell):
@@ -249,11 +244,11 @@ def test_a_stage_stops_when_its_parent_is_killed(tmp_path, shell):
     parent = subprocess.Popen([sys.executable, "-c", LAUNCHER, *stage], cwd=ROOT)
     wait_until(lambda: ready.exists() and ready.read_text(), 30)
     pid = ready.read_text()
-    assert not exited(pid)
+    assert alive(pid)
     parent.kill()  # kill -9
     parent.wait()
-    wait_until(lambda: exited(pid), 30)
-    assert exited(pid), f"the stage outlived the process that started it: {proc_status(pid)}"
+    wait_until(lambda: not alive(pid), 30)
+    assert not alive(pid), f"the stage outlived the process that started it: {proc_status(pid)}"
 
 
 def test_processed_arrays_are_checked_where_cheap(tiny_folders):
@@ -273,17 +268,6 @@ def test_processed_arrays_are_checked_where_cheap(tiny_folders):
     np.save(folder / "test_x.npy", images[:10])
     with pytest.raises(PipelineError, match="test_y is int64 \\(200,\\), not 10 int64 labels"):
         load_processed(folder, CNN_IMAGE)
-
-
-def stage_processes(module: str, cwd: Path) -> list[int]:
-    """Process ids of `python -m <module>` running in `cwd`."""
-    return [
-        process.pid
-        for process in psutil.process_iter(["cmdline", "cwd"])
-        if module in (process.info["cmdline"] or ())
-        and process.info["cwd"] == str(cwd)
-        and not exited(process.pid)
-    ]
 
 
 def written_anew(path: Path, earlier: os.stat_result) -> bool:
@@ -315,11 +299,11 @@ def test_kill_9_of_dvc_stops_the_stage_it_ran(repo_copy, mirror_env, shell):
     )
     # Until an epoch is done: the stage is running.
     wait_until(lambda: written_anew(summary, baseline), 120, 0.1)
-    assert stage_processes("stages.train_cnn", repo.resolve())
+    assert processes_running("stages.train_cnn", repo)
     dvc_run.kill()
     dvc_run.wait()
-    wait_until(lambda: not stage_processes("stages.train_cnn", repo.resolve()), 30, 0.1)
-    assert not stage_processes("stages.train_cnn", repo.resolve()), "the stage outlived dvc"
+    wait_until(lambda: not processes_running("stages.train_cnn", repo), 30, 0.1)
+    assert not processes_running("stages.train_cnn", repo), "the stage outlived dvc"
     assert not (repo / "models/cnn.pt").exists()
     status = git(repo, "status", "--porcelain", "--untracked-files=all").stdout
     assert not [line for line in status.splitlines() if "dvclive" in line or ".tmp" in line]

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
 from mnist_pipeline import runtime
@@ -27,11 +26,14 @@ from tests.helpers import (
     BIN,
     ROOT,
     TINY_PARAMS,
+    alive,
     changed_stages,
     command_env,
     commit_all,
     dvc,
     git,
+    process_group,
+    processes_running,
     run,
     set_params,
     wait_until,
@@ -215,23 +217,6 @@ def test_a_failed_evaluation_loses_no_metrics(repo_copy, mirror_env, model, stag
     assert changed_stages(repo_copy, env=mirror_env) == {}
 
 
-def queue_workers(repo: Path) -> list[int]:
-    """Process ids of the `dvc exp queue-worker`s of `repo`."""
-    return [
-        process.pid
-        for process in psutil.process_iter(["cmdline", "cwd"])
-        if "queue-worker" in (process.info["cmdline"] or ())
-        and process.info["cwd"] == str(repo.resolve())
-    ]
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 def test_queue_cleanup_after_a_killed_worker(repo_copy):
@@ -250,10 +235,10 @@ def test_queue_cleanup_after_a_killed_worker(repo_copy):
     )
     exps = repo_copy / ".dvc/tmp/exps"
     wait_until(lambda: list(exps.glob("tmp*/dvclive/metrics.json")), 300, 0.2)  # training
-    (worker,) = queue_workers(repo_copy)
+    (worker,) = processes_running("queue-worker", repo_copy)
     group = os.getpgid(worker)
     assert group != os.getpgid(0)  # the queue's own process group, not the tests'
-    members = [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _group(p) == group]
+    members = process_group(group)
     os.killpg(group, signal.SIGKILL)  # the worker, its experiment and the stage, as kill -9
     wait_until(lambda: not any(alive(p) for p in members), 30)
     assert "Running" in dvc(repo_copy, "queue", "status").stdout  # DVC does not notice
@@ -266,10 +251,3 @@ def test_queue_cleanup_after_a_killed_worker(repo_copy):
     assert not list(exps.glob("tmp*"))  # its copy of the workspace is gone
     status = git(repo_copy, "status", "--porcelain").stdout
     assert status.splitlines() == ["?? scripts/"], status  # the workspace is as it was
-
-
-def _group(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
