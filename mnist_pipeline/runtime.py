@@ -197,16 +197,17 @@ def _launcher() -> int:
     """The nearest ancestor process that is not a shell."""
     import psutil  # here: the config checker imports this module and starts no stage
 
-    for ancestor in psutil.Process().parents():
-        if ancestor.pid <= 1:
-            break
+    pid = os.getppid()
+    while pid > 1:
         try:
-            if Path(ancestor.exe()).name not in _SHELLS:
-                return ancestor.pid
+            process = psutil.Process(pid)
+            if Path(process.exe()).name not in _SHELLS:
+                return pid
+            pid = process.ppid()
         except psutil.Error:
             # Another user's process (no shell this stage's dvc started), or one that exited
             # meanwhile: pidfd_open then says so.
-            return ancestor.pid
+            return pid
     raise ValueError("no parent to watch: it exited already, or this is the init process")
 
 

@@ -1,7 +1,8 @@
 // The demo page's arithmetic, with no DOM: prepare a picture as mnist_pipeline/digits.py
 // does, run mnist_pipeline/cnn.py's Net on it (eval mode) and find the nearest k-means
 // centroids. The stage inlines this file before the page's UI (demo_page.js); the unit
-// tests run this same file in headless Chromium against PyTorch and digits.prepare.
+// tests run this same file in headless Chromium against PyTorch, digits.prepare and
+// KmeansModel.nearest_centroids.
 //
 // The network's layer sizes are read from the weights the page is given (each tensor's
 // shape); only the kinds of layers and their order are written here, as in Net.forward.
@@ -171,7 +172,7 @@ const digitModels = (function () {
   }
 
   // digits.prepare: an ImageData-like { data (RGBA bytes), width, height } -> 784 bytes,
-  // white ink on black, as `rule` ({ box, center }: mnist_pipeline.datasets.Preparation) says.
+  // white ink on black, as `rule` ({ box, center }: mnist_pipeline.processed.Preparation) says.
   function prepare(image, rule) {
     const grey = greyLevels(image.data, image.width * image.height);
     const strength = ink(grey, image.width, image.height);

@@ -15,6 +15,7 @@ import yaml
 from mnist_pipeline.environment import cpu_model
 from mnist_pipeline.kmeans import load_model
 from tests.helpers import (
+    TINY_PARAMS,
     changed_stages,
     commit_all,
     dvc,
@@ -142,7 +143,7 @@ def test_param_change_reruns_only_its_stages(repo_copy, mirror_env, changes, exp
     assert {s for s, entry in lock_stages(repo_copy).items() if entry != lock[s]} == expected
     # The sweep lists its cluster counts in numeric order, whatever order params give.
     sweep = read_csv(repo_copy / "plots/kmeans/sweep.csv")
-    counts = changes.get("kmeans", {}).get("n_clusters", [10, 16])
+    counts = changes.get("kmeans", {}).get("n_clusters", TINY_PARAMS["kmeans"]["n_clusters"])
     assert [int(row["n_clusters"]) for row in sweep] == sorted(counts)
 
 
